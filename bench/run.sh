@@ -1,0 +1,346 @@
+#!/usr/bin/env bash
+# Throughput benchmark for jlp-rts against a canned admin API on loopback.
+#
+# Serves the two endpoints jlp-rts uses from a throwaway nginx on
+# 127.0.0.1, measures what a plain load generator (wrk) gets out of that
+# server, then times `jlp-rts submit` over a generated CSV against the same
+# server and prints both side by side. See bench/README.md.
+#
+# Knobs (environment):
+#   ROWS=200000            rows in the generated CSV
+#   BIN=target/release/jlp-rts   binary to time (default built if missing)
+#   JLP_ARGS=""            extra arguments for `jlp-rts submit` (split on spaces)
+#   DURATION=10s           wrk run length
+#   CONCURRENCY=64         wrk connections and jlp-rts --concurrency
+#   WRK_THREADS=2          wrk threads
+#   NGINX_WORKERS=1        nginx worker processes
+#   KEEP_TMP=1             keep the temporary directory (path is printed)
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+ROWS=${ROWS:-200000}
+DURATION=${DURATION:-10s}
+CONCURRENCY=${CONCURRENCY:-64}
+WRK_THREADS=${WRK_THREADS:-2}
+NGINX_WORKERS=${NGINX_WORKERS:-1}
+JLP_ARGS=${JLP_ARGS:-}
+DEFAULT_BIN=0
+if [[ -z "${BIN:-}" ]]; then
+    BIN="$ROOT/target/release/jlp-rts"
+    DEFAULT_BIN=1
+fi
+
+say() { printf '==> %s\n' "$*" >&2; }
+die() { printf 'bench: %s\n' "$*" >&2; exit 1; }
+
+[[ "$ROWS" =~ ^[1-9][0-9]*$ ]] || die "ROWS must be a positive integer (got '$ROWS')"
+[[ "$CONCURRENCY" =~ ^[1-9][0-9]*$ ]] || die "CONCURRENCY must be a positive integer"
+
+# Everything below talks to 127.0.0.1 only; keep any proxy settings in the
+# caller's environment from redirecting curl, wrk or jlp-rts elsewhere.
+unset http_proxy HTTP_PROXY https_proxy HTTPS_PROXY all_proxy ALL_PROXY
+export no_proxy=127.0.0.1,localhost NO_PROXY=127.0.0.1,localhost
+
+# --- 1. tools ---------------------------------------------------------------
+find_nginx() { command -v nginx 2>/dev/null || { [[ -x /usr/sbin/nginx ]] && echo /usr/sbin/nginx; } || true; }
+have_gnu_time() { [[ -x /usr/bin/time ]] && /usr/bin/time --version 2>&1 | grep -q 'GNU'; }
+
+missing=()
+[[ -n "$(find_nginx)" ]] || missing+=(nginx)
+command -v wrk >/dev/null 2>&1 || missing+=(wrk)
+have_gnu_time || missing+=(time)
+command -v curl >/dev/null 2>&1 || missing+=(curl)
+command -v python3 >/dev/null 2>&1 || missing+=(python3)
+
+if ((${#missing[@]})); then
+    [[ "$(id -u)" == 0 ]] || die "missing ${missing[*]}; run as root or install them first"
+    say "installing: ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    pkgs=()
+    for m in "${missing[@]}"; do
+        if [[ "$m" == nginx ]]; then
+            if apt-cache policy nginx-light 2>/dev/null | grep -q 'Candidate: [0-9]'; then
+                pkgs+=(nginx-light)
+            else
+                pkgs+=(nginx)
+            fi
+        else
+            pkgs+=("$m")
+        fi
+    done
+    apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >/dev/null
+fi
+NGINX=$(find_nginx)
+[[ -n "$NGINX" ]] || die "nginx not found after install"
+have_gnu_time || die "GNU time (/usr/bin/time) not found after install"
+
+# --- binary -----------------------------------------------------------------
+if [[ ! -x "$BIN" ]]; then
+    if ((DEFAULT_BIN)); then
+        say "building jlp-rts (cargo build --release --locked)"
+        (cd "$ROOT" && cargo build --release --locked)
+    fi
+    [[ -x "$BIN" ]] || die "binary not found or not executable: $BIN"
+fi
+
+# --- temp dir and cleanup ---------------------------------------------------
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/jlp-rts-bench.XXXXXX")
+NGINX_PID=
+cleanup() {
+    local rc=$?
+    if [[ -n "$NGINX_PID" ]] && kill -0 "$NGINX_PID" 2>/dev/null; then
+        kill -TERM "$NGINX_PID" 2>/dev/null || true
+        for _ in $(seq 50); do kill -0 "$NGINX_PID" 2>/dev/null || break; sleep 0.1; done
+        kill -KILL "$NGINX_PID" 2>/dev/null || true
+        wait "$NGINX_PID" 2>/dev/null || true
+    fi
+    if [[ -n "${KEEP_TMP:-}" ]]; then
+        say "kept $TMP"
+    else
+        rm -rf "$TMP"
+    fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# --- 2. canned API on nginx -------------------------------------------------
+LOGIN_BODY='{"messages":[],"result":{"access_token":"bench-access","refresh_token":"bench-refresh","admin":{"capabilities":["customer.communication_rts"],"channels":[{"channel_key":"main","channel_name":"Main","is_default":true}],"email":"bench@example.org","id":1,"name":"Bench"}}}'
+RTS_BODY='{"result":true,"messages":[]}'
+
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
+}
+
+write_nginx_conf() {
+    local port=$1 p="$TMP/nginx"
+    mkdir -p "$p/tmp"
+    cat >"$p/nginx.conf" <<EOF
+daemon off;
+master_process on;
+worker_processes $NGINX_WORKERS;
+pid $p/nginx.pid;
+error_log $p/error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    client_body_temp_path $p/tmp/body;
+    proxy_temp_path $p/tmp/proxy;
+    fastcgi_temp_path $p/tmp/fastcgi;
+    uwsgi_temp_path $p/tmp/uwsgi;
+    scgi_temp_path $p/tmp/scgi;
+    keepalive_requests 100000;
+    keepalive_timeout 120s;
+    client_max_body_size 1m;
+    default_type application/json;
+    server {
+        listen 127.0.0.1:$port backlog=4096;
+        server_name bench;
+        location = /api-admin/login {
+            return 200 '$LOGIN_BODY';
+        }
+        location ~ ^/api-admin/customer/[^/]+/communication/rts\$ {
+            return 202 '$RTS_BODY';
+        }
+        location = /bench-status {
+            stub_status;
+        }
+        location / {
+            return 404 '{"result":null,"messages":["not found"]}';
+        }
+    }
+}
+EOF
+}
+
+start_nginx() {
+    local attempt
+    for attempt in 1 2 3; do
+        PORT=$(free_port)
+        write_nginx_conf "$PORT"
+        "$NGINX" -p "$TMP/nginx" -c "$TMP/nginx/nginx.conf" -e "$TMP/nginx/error.log" &
+        NGINX_PID=$!
+        for _ in $(seq 50); do
+            if curl -s -o /dev/null "http://127.0.0.1:$PORT/bench-status"; then
+                return 0
+            fi
+            kill -0 "$NGINX_PID" 2>/dev/null || break
+            sleep 0.1
+        done
+        kill -TERM "$NGINX_PID" 2>/dev/null || true
+        wait "$NGINX_PID" 2>/dev/null || true
+        NGINX_PID=
+        say "nginx did not come up on port $PORT (attempt $attempt)"
+        cat "$TMP/nginx/error.log" >&2 2>/dev/null || true
+    done
+    die "could not start nginx"
+}
+
+start_nginx
+BASE="http://127.0.0.1:$PORT"
+say "nginx on $BASE (pid $NGINX_PID)"
+
+# Check the canned responses before measuring anything.
+check() { # name expected-status expected-body curl-args...
+    local name=$1 want=$2 body=$3; shift 3
+    local got ctype
+    got=$(curl -sS -o "$TMP/check.body" -w '%{http_code} %{content_type}' "$@") || die "$name: request failed"
+    ctype=${got#* }; got=${got%% *}
+    [[ "$got" == "$want" ]] || die "$name: HTTP $got, expected $want"
+    [[ "$ctype" == application/json* ]] || die "$name: Content-Type '$ctype'"
+    [[ "$(cat "$TMP/check.body")" == "$body" ]] || die "$name: unexpected body: $(head -c 200 "$TMP/check.body")"
+}
+check login 200 "$LOGIN_BODY" -X POST -H 'Content-Type: application/json' \
+    --data '{"username":"bench","password":"bench"}' "$BASE/api-admin/login"
+python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); assert d["result"]["access_token"]=="bench-access"' \
+    "$TMP/check.body" || die "login body is not the expected JSON"
+check rts 202 "$RTS_BODY" -X POST -H 'Authorization: Bearer bench-access' \
+    -F 'return_reason=Addressee unknown' "$BASE/api-admin/customer/AB12-CD34-EF56-GH78/communication/rts"
+code=$(curl -s -o /dev/null -w '%{http_code}' -X POST "$BASE/api-admin/customer/AB12/communication/rts/extra")
+[[ "$code" == 404 ]] || die "unmatched path answered $code, expected 404"
+say "canned responses OK"
+
+nginx_requests() { # total requests nginx has handled so far
+    curl -s "$BASE/bench-status" | awk 'NR==3 {print $3}'
+}
+
+# --- 3. load generator baseline ---------------------------------------------
+cat >"$TMP/post.lua" <<'EOF'
+local boundary = "jlprtsbenchboundary"
+wrk.method = "POST"
+wrk.headers["Authorization"] = "Bearer bench-access"
+wrk.headers["Content-Type"] = "multipart/form-data; boundary=" .. boundary
+wrk.body = "--" .. boundary .. "\r\n"
+    .. "Content-Disposition: form-data; name=\"return_reason\"\r\n\r\n"
+    .. "Addressee unknown\r\n"
+    .. "--" .. boundary .. "--\r\n"
+EOF
+say "wrk -t$WRK_THREADS -c$CONCURRENCY -d$DURATION"
+wrk -t"$WRK_THREADS" -c"$CONCURRENCY" -d"$DURATION" -s "$TMP/post.lua" \
+    "$BASE/api-admin/customer/AB12-CD34-EF56-GH78/communication/rts" >"$TMP/wrk.txt" 2>&1 \
+    || { cat "$TMP/wrk.txt" >&2; die "wrk failed"; }
+WRK_RPS=$(awk '/^Requests\/sec:/ {print $2}' "$TMP/wrk.txt")
+[[ -n "$WRK_RPS" ]] || { cat "$TMP/wrk.txt" >&2; die "could not read Requests/sec from wrk"; }
+WRK_BAD=$(awk '/Non-2xx or 3xx responses:/ {print $NF}' "$TMP/wrk.txt")
+WRK_SOCKERR=$(grep -o 'Socket errors:.*' "$TMP/wrk.txt" || true)
+[[ -z "$WRK_BAD" ]] || say "wrk saw $WRK_BAD non-2xx responses"
+[[ -z "$WRK_SOCKERR" ]] || say "wrk: $WRK_SOCKERR"
+
+# --- 4. input CSV -----------------------------------------------------------
+CSV="$TMP/bench-$ROWS.csv"
+python3 - "$CSV" "$ROWS" <<'EOF'
+import csv, math, sys
+
+path, rows = sys.argv[1], int(sys.argv[2])
+digits = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+space = 36 ** 16
+mult = 0x5DEECE66D1  # coprime with 36, so i -> i*mult mod 36^16 is one-to-one
+assert math.gcd(mult, 36) == 1 and rows < space
+
+def encoded_id(i):
+    n = (i * mult) % space
+    s = []
+    for _ in range(16):
+        n, r = divmod(n, 36)
+        s.append(digits[r])
+    s = "".join(reversed(s))
+    return "-".join(s[k:k + 4] for k in range(0, 16, 4))
+
+reasons = ["Addressee unknown", "Moved away", "Refused", "Insufficient address", "Deceased"]
+with open(path, "w", encoding="utf-8", newline="") as fh:
+    w = csv.writer(fh, lineterminator="\n")
+    w.writerow(["customer_encoded_id", "name", "return_reason"])
+    for i in range(1, rows + 1):
+        name = f"Sample, Person {i}" if i % 7 == 0 else f"Person {i} Sample"
+        w.writerow([encoded_id(i), name, reasons[i % len(reasons)]])
+EOF
+say "generated $ROWS rows ($(du -h "$CSV" | cut -f1))"
+
+# --- 5. time jlp-rts --------------------------------------------------------
+read -r -a EXTRA <<<"$JLP_ARGS"
+RESULTS="$TMP/out.results.csv"
+REQ_BEFORE=$(nginx_requests)
+say "timing: $BIN submit ... --concurrency $CONCURRENCY ${JLP_ARGS}"
+set +e
+T0=$(date +%s%N)
+JLP_USERNAME=bench JLP_PASSWORD=bench /usr/bin/time -v -o "$TMP/time.txt" \
+    "$BIN" submit "$CSV" --base-url "$BASE" --concurrency "$CONCURRENCY" \
+    --results "$RESULTS" -q "${EXTRA[@]}" >"$TMP/jlp.stdout" 2>"$TMP/jlp.stderr"
+JLP_RC=$?
+T1=$(date +%s%N)
+set -e
+REQ_AFTER=$(nginx_requests)
+
+tv() { # value after the last ': ' on the time -v line starting with $1
+    awk -v k="$1" 'index($0, k) { sub(/.*: /, ""); print; exit }' "$TMP/time.txt"
+}
+WALL_RAW=$(tv 'Elapsed (wall clock) time')
+USER_S=$(tv 'User time (seconds)')
+SYS_S=$(tv 'System time (seconds)')
+RSS_KB=$(tv 'Maximum resident set size (kbytes)')
+TIME_RC=$(tv 'Exit status')
+if [[ -z "$WALL_RAW" || -z "$USER_S" || -z "$RSS_KB" ]]; then
+    cat "$TMP/time.txt" "$TMP/jlp.stderr" >&2 || true
+    die "jlp-rts did not run (no timing output)"
+fi
+[[ -n "$TIME_RC" ]] && JLP_RC=$TIME_RC
+
+if [[ -f "$RESULTS" ]]; then
+    RESULT_ROWS=$(( $(wc -l <"$RESULTS") - 1 ))
+    ((RESULT_ROWS >= 0)) || RESULT_ROWS=0
+else
+    RESULT_ROWS="missing"
+fi
+SERVED=$(( REQ_AFTER - REQ_BEFORE - 1 ))  # minus the status request itself
+
+# --- 6. report --------------------------------------------------------------
+python3 - "$WALL_RAW" "$((T1 - T0))" "$USER_S" "$SYS_S" "$RSS_KB" "$ROWS" "$WRK_RPS" \
+    "$JLP_RC" "$RESULT_ROWS" "$SERVED" "$CONCURRENCY" "$DURATION" <<'EOF'
+import sys
+wall_raw, wall_ns, user, sys_, rss_kb, rows, wrk_rps, rc, result_rows, served, conc, dur = sys.argv[1:]
+# Own nanosecond clock around the run; time -v's figure (0.01 s steps) as fallback.
+secs = int(wall_ns) / 1e9
+if secs <= 0:
+    secs = 0.0
+    for part in wall_raw.split(":"):  # h:mm:ss or m:ss.ss
+        secs = secs * 60 + float(part)
+rows = int(rows)
+rps = rows / secs if secs > 0 else float("inf")
+wrk = float(wrk_rps)
+cpu = float(user) + float(sys_)
+lines = [
+    ("load generator (wrk, c=%s, %s)" % (conc, dur), "%.0f req/s" % wrk),
+    ("jlp-rts rows", "%d" % rows),
+    ("jlp-rts wall time", "%.3f s" % secs),
+    ("jlp-rts throughput", "%.0f rows/s" % rps),
+    ("ratio jlp-rts / wrk", "%.1f %%" % (100.0 * rps / wrk if wrk else 0.0)),
+    ("peak RSS", "%.1f MiB" % (int(rss_kb) / 1024.0)),
+    ("CPU (user+sys)", "%.2f s" % cpu),
+    ("CPU per 1,000 rows", "%.4f s" % (cpu / rows * 1000.0)),
+    ("exit code", rc),
+    ("results file rows", result_rows),
+    ("requests seen by server", served),
+]
+width = max(len(k) for k, _ in lines)
+print()
+for k, v in lines:
+    print(f"{k:<{width}}  {v}")
+EOF
+
+# Not assertions: a hint when the numbers above cannot mean what they say.
+if [[ "$RESULT_ROWS" == missing ]]; then
+    say "note: no results file was written"
+elif [[ "$RESULT_ROWS" != "$ROWS" ]]; then
+    say "note: results file has $RESULT_ROWS rows for $ROWS input rows"
+fi
+if ((SERVED < ROWS)); then
+    say "note: the server saw $SERVED requests for $ROWS rows; rows/s is not a request rate"
+fi
+
+if [[ "$JLP_RC" != 0 ]]; then
+    say "jlp-rts exited with $JLP_RC; last lines of its stderr:"
+    tail -n 20 "$TMP/jlp.stderr" >&2 || true
+    exit 1
+fi

@@ -1,0 +1,256 @@
+//! A fixed set of workers delivering events through one client and one
+//! login.
+//!
+//! Workers take rows from a bounded queue, send each row's event (retrying
+//! as [`RetryPolicy`] says), and hand every outcome to the results writer.
+//! A stop signal makes them finish the row in hand and take no more; a
+//! breaker stops the run when the API keeps failing whatever we do.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, trace, warn};
+
+use crate::jlp::{Answer, Event, LoginError};
+use crate::login::Session;
+use crate::outcome::{Outcome, Status};
+use crate::pace::Pace;
+use crate::retry::RetryPolicy;
+
+/// One row to deliver.
+#[derive(Debug)]
+pub struct Job {
+    pub row: u64,
+    pub fields: Vec<String>,
+    pub event: Event,
+}
+
+/// Why the pool stopped before the queue ran dry.
+#[derive(Debug, Clone)]
+pub enum Halt {
+    /// Renewing the login was refused.
+    Login(LoginError),
+    /// Row after row failed however often it was tried.
+    ApiDown(String),
+}
+
+/// What the workers share.
+pub struct Pool {
+    pub session: Arc<Session>,
+    pub policy: RetryPolicy,
+    pub pace: Arc<Pace>,
+    /// Finish the row in hand, take no more.
+    pub stop: CancellationToken,
+    /// Rows in a row that ended in failure after every retry; reset by any
+    /// real answer.
+    failing: AtomicU32,
+    failing_limit: u32,
+    halt: Mutex<Option<Halt>>,
+}
+
+impl Pool {
+    pub fn new(
+        session: Arc<Session>,
+        policy: RetryPolicy,
+        pace: Arc<Pace>,
+        workers: usize,
+        stop: CancellationToken,
+    ) -> Pool {
+        Pool {
+            session,
+            policy,
+            pace,
+            stop,
+            failing: AtomicU32::new(0),
+            failing_limit: workers.max(3) as u32,
+            halt: Mutex::new(None),
+        }
+    }
+
+    /// Why the pool halted, if it did.
+    pub fn halted(&self) -> Option<Halt> {
+        self.halt.lock().expect("halt lock poisoned").clone()
+    }
+
+    fn halt(&self, why: Halt) {
+        warn!(reason = ?why, "stopping the run");
+        self.halt
+            .lock()
+            .expect("halt lock poisoned")
+            .get_or_insert(why);
+        self.stop.cancel();
+    }
+}
+
+/// Runs `workers` workers until the queue is empty or the pool is stopped.
+pub async fn run(
+    pool: Arc<Pool>,
+    workers: usize,
+    queue: mpsc::Receiver<Job>,
+    outcomes: mpsc::Sender<Outcome>,
+) -> tokio::task::JoinSet<()> {
+    let queue = Arc::new(tokio::sync::Mutex::new(queue));
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..workers {
+        let (pool, queue, outcomes) = (pool.clone(), queue.clone(), outcomes.clone());
+        set.spawn(async move { work(&pool, &queue, &outcomes).await });
+    }
+    set
+}
+
+async fn work(
+    pool: &Pool,
+    queue: &tokio::sync::Mutex<mpsc::Receiver<Job>>,
+    outcomes: &mpsc::Sender<Outcome>,
+) {
+    loop {
+        let job = tokio::select! {
+            biased;
+            () = pool.stop.cancelled() => return,
+            job = async { queue.lock().await.recv().await } => match job {
+                Some(job) => job,
+                None => return,
+            },
+        };
+        let Some(outcome) = deliver(pool, job).await else {
+            return;
+        };
+        if outcomes.send(outcome).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Sends one row's event until it is accepted, refused for good, or out of
+/// attempts. `None` when the run stopped before the row had an answer
+/// worth recording: it stays unrecorded, for `--resume`.
+async fn deliver(pool: &Pool, job: Job) -> Option<Outcome> {
+    let mut backoff = pool.policy.delays();
+    let mut attempts = 0;
+    loop {
+        pool.pace.ready().await;
+        if pool.stop.is_cancelled() && attempts > 0 {
+            return None;
+        }
+        attempts += 1;
+        let (token, generation) = pool.session.token();
+        let answer = pool.session.client().send_event(&token, &job.event).await;
+        trace!(row = job.row, attempts, ?answer, "answer");
+
+        let retry_after = match answer {
+            Answer::Accepted { status } => {
+                pool.failing.store(0, Ordering::Relaxed);
+                pool.session.token_works();
+                return Some(finished(
+                    job,
+                    Status::Accepted,
+                    Some(status),
+                    "",
+                    "",
+                    attempts,
+                ));
+            }
+            Answer::Rejected {
+                status,
+                code,
+                message,
+            } => {
+                pool.failing.store(0, Ordering::Relaxed);
+                pool.session.token_works();
+                return Some(finished(
+                    job,
+                    Status::Failed,
+                    Some(status),
+                    &code,
+                    &message,
+                    attempts,
+                ));
+            }
+            Answer::Unauthorized {
+                status,
+                code,
+                message,
+            } => {
+                if let Err(error) = pool.session.renew(generation).await {
+                    pool.halt(Halt::Login(error));
+                    return None;
+                }
+                if attempts >= pool.policy.max_attempts {
+                    return Some(finished(
+                        job,
+                        Status::Failed,
+                        Some(status),
+                        &code,
+                        &message,
+                        attempts,
+                    ));
+                }
+                continue;
+            }
+            Answer::Transient {
+                status,
+                code,
+                message,
+                retry_after,
+            } => {
+                if status == Some(429) {
+                    pool.pace
+                        .pause(retry_after.unwrap_or(Duration::from_secs(1)));
+                }
+                if attempts >= pool.policy.max_attempts {
+                    return Some(gave_up(pool, job, status, &code, &message, attempts));
+                }
+                debug!(row = job.row, attempts, ?status, %message, "will try again");
+                retry_after
+            }
+        };
+
+        let wait = pool.policy.wait(retry_after, backoff.next());
+        tokio::select! {
+            () = pool.stop.cancelled() => return None,
+            () = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
+/// A row out of attempts; enough of them in a row trips the breaker.
+fn gave_up(
+    pool: &Pool,
+    job: Job,
+    status: Option<u16>,
+    code: &str,
+    message: &str,
+    attempts: u32,
+) -> Outcome {
+    let message = format!("gave up after {attempts} attempts: {message}");
+    let failing = pool.failing.fetch_add(1, Ordering::Relaxed) + 1;
+    if failing >= pool.failing_limit {
+        pool.halt(Halt::ApiDown(format!(
+            "{failing} rows in a row failed after every retry; the last said: {message}"
+        )));
+    }
+    finished(job, Status::Failed, status, code, &message, attempts)
+}
+
+fn finished(
+    job: Job,
+    status: Status,
+    http_status: Option<u16>,
+    code: &str,
+    message: &str,
+    attempts: u32,
+) -> Outcome {
+    Outcome {
+        row: job.row,
+        fields: job.fields,
+        status,
+        http_status,
+        error_code: code.to_string(),
+        message: message.to_string(),
+        attempts,
+        at: SystemTime::now(),
+    }
+}

@@ -1,0 +1,573 @@
+//! The main job: read the export, log in, deliver every row's event, record
+//! every outcome, summarise.
+//!
+//! Three stages run side by side: a reader thread streams rows into a bounded
+//! queue, the worker pool delivers them, and a writer thread records each
+//! outcome as it arrives. A first SIGINT or SIGTERM stops the reader and lets
+//! the rows in flight finish; a second one stops at once. Either way the
+//! results hold exactly the outcomes that were known.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::export::{Export, Row, Verdict};
+use crate::jlp::{Client, Event};
+use crate::lock;
+use crate::login::Session;
+use crate::outcome::{Outcome, Status};
+use crate::pace::Pace;
+use crate::pool::{self, Halt, Job, Pool};
+use crate::progress::{Counts, Progress};
+use crate::results::{self, Priors, ResultsFile};
+use crate::settings::{Concurrency, SubmitSettings};
+use crate::summary::{Ending, Summary};
+use crate::Failure;
+
+/// How long rows in flight may take to finish after a first stop signal.
+const GRACE: Duration = Duration::from_secs(10);
+
+/// What the validation pass found, before anything is sent.
+#[derive(Debug, Default)]
+struct Plan {
+    records: u64,
+    blank: u64,
+    /// Rows that get an outcome in this run.
+    pending: u64,
+    /// Of those, rows to send.
+    to_send: u64,
+    /// Rows an earlier run finished.
+    already_done: u64,
+    /// Invalid rows an earlier run recorded (they count for the exit code).
+    prior_invalid: u64,
+}
+
+pub async fn submit(settings: SubmitSettings, quiet: bool) -> Result<Summary, Failure> {
+    let started = Instant::now();
+    let export = Export::open(&settings.file, &settings.read).map_err(Failure::usage)?;
+    describe(&export);
+    let field_columns = field_columns(&export, &settings.fields)?;
+
+    let _lock = lock::acquire(&settings.results).map_err(|e| Failure::Locked(e.into()))?;
+    let priors = prior_run(&settings, &export)?;
+    let plan = plan(&export, priors.as_ref().map(|p| &p.0))?;
+    let results = open_results(&settings, &export, priors.as_ref().map(|p| p.1))?;
+    let priors = Arc::new(priors.map(|p| p.0).unwrap_or_default());
+
+    let Some(connection) = settings.connection.clone() else {
+        return dry_run(&settings, export, plan, results, priors, started, quiet);
+    };
+
+    // The sandbox, when asked for, lives as long as the run.
+    let (base_url, _sandbox) = crate::sandbox::reach(&connection.target).await?;
+    let client = Client::new(&base_url, &connection.client).map_err(Failure::Usage)?;
+    let (session, _account) = Session::start(
+        client,
+        connection.username.clone(),
+        connection.password.clone(),
+        settings.refresh_path.clone(),
+    )
+    .await
+    .map_err(Failure::login)?;
+
+    let run = Run {
+        settings: &settings,
+        export,
+        plan,
+        priors,
+        field_columns,
+        started,
+        quiet,
+    };
+    run.deliver(session, results).await
+}
+
+/// Logs what was detected about the file.
+fn describe(export: &Export) {
+    match &export.format {
+        crate::export::Format::Text {
+            encoding,
+            encoding_reason,
+            delimiter,
+            ..
+        } => info!(
+            encoding = encoding.name(),
+            why = encoding_reason,
+            delimiter = %char::from(*delimiter).escape_default(),
+            id_column = export.id_header(),
+            "reading the export"
+        ),
+        crate::export::Format::Workbook { sheet } => {
+            info!(sheet = %sheet, id_column = export.id_header(), "reading the workbook")
+        }
+    }
+    if let crate::export::Format::Text { encoding, .. } = &export.format {
+        if *encoding == encoding_rs::WINDOWS_1252 {
+            warn!("the file is not valid UTF-8; reading it as Windows-1252 (use --encoding to choose another)");
+        }
+    }
+}
+
+/// `--field NAME=COLUMN` mappings as column positions.
+fn field_columns(
+    export: &Export,
+    fields: &[(String, String)],
+) -> Result<Vec<(String, usize)>, Failure> {
+    fields
+        .iter()
+        .map(|(name, column)| {
+            let wanted = crate::export::normalise_header(column);
+            export
+                .headers
+                .iter()
+                .position(|h| crate::export::normalise_header(h) == wanted)
+                .map(|i| (name.clone(), i))
+                .ok_or_else(|| {
+                    Failure::usage(anyhow::anyhow!(
+                        "`--field {name}={column}`: the export has no column `{column}`; its columns are {}",
+                        export.headers.iter().map(|h| format!("`{h}`")).collect::<Vec<_>>().join(", ")
+                    ))
+                })
+        })
+        .collect()
+}
+
+/// What an earlier run recorded, when there is a results file.
+fn prior_run(settings: &SubmitSettings, export: &Export) -> Result<Option<(Priors, u64)>, Failure> {
+    if !settings.results.exists() {
+        return Ok(None);
+    }
+    if !settings.resume {
+        return Err(Failure::usage(anyhow::anyhow!(
+            "the results file `{}` already exists; pass `--resume` to continue that run, \
+             or `--results PATH` to write somewhere else",
+            settings.results.display()
+        )));
+    }
+    results::read_priors(&settings.results, &export.headers)
+        .map(Some)
+        .map_err(Failure::usage)
+}
+
+/// The validation pass: reads every row once, before anything is sent.
+fn plan(export: &Export, priors: Option<&Priors>) -> Result<Plan, Failure> {
+    let mut plan = Plan::default();
+    for row in export.rows().map_err(Failure::usage)? {
+        let row = row.map_err(Failure::usage)?;
+        plan.records += 1;
+        if row.verdict == Verdict::Blank {
+            plan.blank += 1;
+            continue;
+        }
+        if let Some(prior) = priors.and_then(|p| p.get(&row.number)) {
+            if prior.fields_hash != results::fields_hash(&row.fields) {
+                return Err(Failure::usage(anyhow::anyhow!(
+                    "the results file was made from a different input: record {} (line {}) differs; \
+                     choose another `--results` path, or move the old file away",
+                    row.number,
+                    row.line
+                )));
+            }
+            if prior.status != Status::Failed {
+                plan.already_done += 1;
+                plan.prior_invalid += u64::from(prior.status == Status::Invalid);
+                continue;
+            }
+        }
+        plan.pending += 1;
+        plan.to_send += u64::from(matches!(row.verdict, Verdict::Send(_)));
+    }
+    if let Some(extra) = priors.and_then(|p| p.keys().find(|row| **row > plan.records)) {
+        return Err(Failure::usage(anyhow::anyhow!(
+            "the results file was made from a different input: it records row {extra}, \
+             but the export has {} records",
+            plan.records
+        )));
+    }
+    Ok(plan)
+}
+
+fn open_results(
+    settings: &SubmitSettings,
+    export: &Export,
+    good_end: Option<u64>,
+) -> Result<ResultsFile, Failure> {
+    match good_end {
+        Some(end) => ResultsFile::append(&settings.results, end),
+        None => ResultsFile::create(&settings.results, &export.headers),
+    }
+    .map_err(Failure::usage)
+}
+
+fn dry_run(
+    settings: &SubmitSettings,
+    export: Export,
+    plan: Plan,
+    mut results: ResultsFile,
+    priors: Arc<Priors>,
+    started: Instant,
+    quiet: bool,
+) -> Result<Summary, Failure> {
+    let mut counts = Counts::default();
+    for row in export.rows().map_err(Failure::usage)? {
+        let row = row.map_err(Failure::usage)?;
+        if done_before(&priors, &row) {
+            continue;
+        }
+        if let Some(outcome) = unsent_outcome(&row) {
+            counts.add(outcome.status);
+            results
+                .record(&outcome)
+                .map_err(|e| Failure::Other(e.into()))?;
+        }
+    }
+    results.finish(true).map_err(Failure::Other)?;
+    let not_attempted = plan.pending - counts.total();
+    let run = Run {
+        settings,
+        export,
+        plan,
+        priors,
+        field_columns: Vec::new(),
+        started,
+        quiet,
+    };
+    Ok(run.summarise(Ending::DryRun, None, counts, not_attempted, 0))
+}
+
+fn done_before(priors: &Priors, row: &Row) -> bool {
+    priors
+        .get(&row.number)
+        .is_some_and(|p| p.status != Status::Failed)
+}
+
+/// The outcome of a row that is not sent, if it is one.
+fn unsent_outcome(row: &Row) -> Option<Outcome> {
+    match &row.verdict {
+        Verdict::Invalid(reason) => Some(Outcome::unsent(
+            row.number,
+            row.fields.clone(),
+            Status::Invalid,
+            reason.clone(),
+        )),
+        Verdict::Duplicate { first } => Some(Outcome::unsent(
+            row.number,
+            row.fields.clone(),
+            Status::Duplicate,
+            format!("the same id as row {first}; not sent again"),
+        )),
+        Verdict::Send(_) | Verdict::Blank => None,
+    }
+}
+
+/// One run's state, from the first request to the summary.
+struct Run<'a> {
+    settings: &'a SubmitSettings,
+    export: Export,
+    plan: Plan,
+    priors: Arc<Priors>,
+    field_columns: Vec<(String, usize)>,
+    started: Instant,
+    quiet: bool,
+}
+
+impl Run<'_> {
+    async fn deliver(
+        self,
+        session: Arc<Session>,
+        results: ResultsFile,
+    ) -> Result<Summary, Failure> {
+        let workers = match self.settings.concurrency {
+            Concurrency::Fixed(n) | Concurrency::Auto(n) => n,
+        };
+        let stop = CancellationToken::new();
+        let signals = Signals::watch(stop.clone());
+        let pace = Arc::new(Pace::new(self.settings.max_rate));
+        let pool = Arc::new(Pool::new(
+            session.clone(),
+            self.settings.retry,
+            pace,
+            workers,
+            stop.clone(),
+        ));
+
+        // Stage one: the writer.
+        let (outcome_tx, outcome_rx) = mpsc::channel::<Outcome>(1024);
+        let progress = Progress::new(self.plan.to_send, self.quiet);
+        let writer = std::thread::spawn(move || write_outcomes(results, outcome_rx, progress));
+
+        // Stage two: the reader.
+        let (job_tx, job_rx) = mpsc::channel::<Job>(workers * 4);
+        let reader = {
+            let (export, priors, outcomes, stop) = (
+                self.export.clone(),
+                self.priors.clone(),
+                outcome_tx.clone(),
+                stop.clone(),
+            );
+            let fields = self.field_columns.clone();
+            std::thread::spawn(move || feed(&export, &priors, &fields, &job_tx, &outcomes, &stop))
+        };
+
+        // Stage three: the workers, until done or told to stop.
+        info!(workers, rows = self.plan.to_send, "sending");
+        let mut set = pool::run(pool.clone(), workers, job_rx, outcome_tx).await;
+        signals.drain(&mut set).await;
+
+        let fed = reader.join().expect("the reader thread panicked");
+        let (results, counts, write_error) = writer.join().expect("the writer thread panicked");
+        if let Err(error) = fed {
+            warn!(%error, "reading the export failed midway");
+        }
+
+        let (ending, reason) = match (signals.received(), pool.halted()) {
+            (Some(Ending::Interrupted), _) => (Ending::Interrupted, None),
+            (Some(_), _) => (Ending::Terminated, None),
+            (None, Some(Halt::Login(e))) => (Ending::LoginRefused, Some(e.to_string())),
+            (None, Some(Halt::ApiDown(why))) => (Ending::ApiDown, Some(why)),
+            (None, None) => (Ending::Finished, None),
+        };
+        let reason = match write_error {
+            Some(e) => Some(format!("writing the results failed: {e}")),
+            None => reason,
+        };
+        results
+            .finish(ending == Ending::Finished)
+            .map_err(Failure::Other)?;
+
+        let not_attempted = self.plan.pending.saturating_sub(counts.total());
+        Ok(self.summarise(ending, reason, counts, not_attempted, session.logins()))
+    }
+
+    fn summarise(
+        &self,
+        ending: Ending,
+        reason: Option<String>,
+        counts: Counts,
+        not_attempted: u64,
+        logins: u64,
+    ) -> Summary {
+        let failed_rows = write_failed_rows(&self.settings.results, &self.export.headers);
+        let seconds = self.started.elapsed().as_secs_f64();
+        let sent = counts.accepted + counts.failed;
+        let exit_code = match ending {
+            Ending::Interrupted => 130,
+            Ending::Terminated => 143,
+            Ending::LoginRefused => 3,
+            Ending::ApiDown => 4,
+            _ if reason.is_some() => 4,
+            _ if counts.failed + counts.invalid + self.plan.prior_invalid > 0 => 1,
+            _ => 0,
+        };
+        Summary {
+            file: self.settings.file.clone(),
+            results: self.settings.results.clone(),
+            failed_rows,
+            ending,
+            reason,
+            this_run: counts,
+            already_done: self.plan.already_done,
+            blank: self.plan.blank,
+            not_attempted,
+            records: self.plan.records,
+            seconds,
+            rate_per_second: if seconds > 0.0 {
+                sent as f64 / seconds
+            } else {
+                0.0
+            },
+            logins,
+            exit_code,
+        }
+    }
+}
+
+/// The failed-rows file, when any row failed or was invalid.
+fn write_failed_rows(results: &Path, headers: &[String]) -> Option<std::path::PathBuf> {
+    let path = crate::settings::failed_rows_path(results);
+    match results::write_failed_rows(results, &path, headers) {
+        Ok(0) => {
+            let _ = std::fs::remove_file(&path);
+            None
+        }
+        Ok(_) => Some(path),
+        Err(error) => {
+            warn!(%error, "could not write the failed-rows file");
+            None
+        }
+    }
+}
+
+/// The reader stage: every row that needs an outcome goes to the queue or,
+/// when it is not to be sent, straight to the writer.
+fn feed(
+    export: &Export,
+    priors: &Priors,
+    field_columns: &[(String, usize)],
+    jobs: &mpsc::Sender<Job>,
+    outcomes: &mpsc::Sender<Outcome>,
+    stop: &CancellationToken,
+) -> Result<(), crate::export::InputError> {
+    for row in export.rows()? {
+        let row = row?;
+        if stop.is_cancelled() {
+            break;
+        }
+        if done_before(priors, &row) {
+            continue;
+        }
+        let delivered = match unsent_outcome(&row) {
+            Some(outcome) => outcomes.blocking_send(outcome).is_ok(),
+            None => match &row.verdict {
+                Verdict::Send(id) => jobs
+                    .blocking_send(job(export, field_columns, &row, id))
+                    .is_ok(),
+                _ => true,
+            },
+        };
+        if !delivered {
+            break;
+        }
+    }
+    Ok(())
+}
+
+fn job(export: &Export, field_columns: &[(String, usize)], row: &Row, id: &str) -> Job {
+    let fields = field_columns
+        .iter()
+        .map(|(name, column)| (name.clone(), row.fields[*column].clone()))
+        .collect();
+    Job {
+        row: row.number,
+        fields: row.fields.clone(),
+        event: Event {
+            id: id.to_string(),
+            idempotency_key: idempotency_key(&export.digest, row.number, id),
+            fields,
+        },
+    }
+}
+
+/// The same for every attempt at a row of this exact file, and different
+/// for any other file, row or id.
+pub fn idempotency_key(digest: &[u8; 32], row: u64, id: &str) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(digest);
+    hasher.update(row.to_le_bytes());
+    hasher.update(id.as_bytes());
+    let hash = hasher.finalize();
+    hash[..16].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The writer stage: records each outcome as it arrives, flushing after
+/// every batch at hand.
+fn write_outcomes(
+    mut results: ResultsFile,
+    mut outcomes: mpsc::Receiver<Outcome>,
+    mut progress: Progress,
+) -> (ResultsFile, Counts, Option<std::io::Error>) {
+    let mut counts = Counts::default();
+    while let Some(first) = outcomes.blocking_recv() {
+        let mut next = Some(first);
+        while let Some(outcome) = next {
+            counts.add(outcome.status);
+            if matches!(outcome.status, Status::Accepted | Status::Failed) {
+                progress.advance(&counts);
+            }
+            if let Err(e) = results.record(&outcome) {
+                progress.finish();
+                return (results, counts, Some(e));
+            }
+            next = outcomes.try_recv().ok();
+        }
+        if let Err(e) = results.flush(false) {
+            progress.finish();
+            return (results, counts, Some(e));
+        }
+    }
+    progress.finish();
+    (results, counts, None)
+}
+
+/// SIGINT and SIGTERM: the first stops the run gently, a second at once.
+struct Signals {
+    first: Arc<std::sync::Mutex<Option<Ending>>>,
+    now: CancellationToken,
+}
+
+impl Signals {
+    fn watch(stop: CancellationToken) -> Signals {
+        let first = Arc::new(std::sync::Mutex::new(None));
+        let now = CancellationToken::new();
+        let (record, hard) = (first.clone(), now.clone());
+        tokio::spawn(async move {
+            use tokio::signal::unix::{signal, SignalKind};
+            let (Ok(mut int), Ok(mut term)) = (
+                signal(SignalKind::interrupt()),
+                signal(SignalKind::terminate()),
+            ) else {
+                return;
+            };
+            let ending = tokio::select! {
+                _ = int.recv() => Ending::Interrupted,
+                _ = term.recv() => Ending::Terminated,
+            };
+            warn!("stopping: finishing the rows in flight (press Ctrl-C again to stop at once)");
+            *record.lock().expect("signal lock poisoned") = Some(ending);
+            stop.cancel();
+            tokio::select! {
+                _ = int.recv() => {},
+                _ = term.recv() => {},
+            }
+            hard.cancel();
+        });
+        Signals { first, now }
+    }
+
+    fn received(&self) -> Option<Ending> {
+        *self.first.lock().expect("signal lock poisoned")
+    }
+
+    /// Waits for the workers: all of them when the run ends by itself,
+    /// [`GRACE`] after a first stop signal, none after a second.
+    async fn drain(&self, set: &mut tokio::task::JoinSet<()>) {
+        let all_done = async { while set.join_next().await.is_some() {} };
+        tokio::select! {
+            () = all_done => return,
+            () = self.now.cancelled() => {}
+            () = async {
+                self.first_seen().await;
+                tokio::time::sleep(GRACE).await;
+            } => {}
+        }
+        set.abort_all();
+        while set.join_next().await.is_some() {}
+    }
+
+    async fn first_seen(&self) {
+        while self.received().is_none() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn idempotency_keys_are_stable_and_distinct() {
+        let digest = [7; 32];
+        let key = idempotency_key(&digest, 3, "AB12");
+        assert_eq!(key, idempotency_key(&digest, 3, "AB12"));
+        assert_eq!(key.len(), 32);
+        assert_ne!(key, idempotency_key(&digest, 4, "AB12"));
+        assert_ne!(key, idempotency_key(&digest, 3, "AB13"));
+        assert_ne!(key, idempotency_key(&[8; 32], 3, "AB12"));
+    }
+}
