@@ -18,7 +18,7 @@ pub struct RunLock {
 pub enum LockError {
     #[error("another run (pid {pid}) is already working on `{results}`; nothing was done. Wait for it to finish, or choose another `--results`")]
     Held { pid: String, results: PathBuf },
-    #[error("cannot lock `{path}`: {source}")]
+    #[error("cannot create the lock file `{path}`")]
     Io {
         path: PathBuf,
         source: std::io::Error,

@@ -53,7 +53,10 @@ pub async fn submit(settings: SubmitSettings, quiet: bool) -> Result<Summary, Fa
     describe(&export);
     let field_columns = field_columns(&export, &settings.fields)?;
 
-    let _lock = lock::acquire(&settings.results).map_err(|e| Failure::Locked(e.into()))?;
+    let _lock = lock::acquire(&settings.results).map_err(|e| match e {
+        lock::LockError::Held { .. } => Failure::Locked(e.into()),
+        lock::LockError::Io { .. } => Failure::usage(e),
+    })?;
     let priors = prior_run(&settings, &export)?;
     let plan = plan(&export, priors.as_ref().map(|p| &p.0))?;
     let results = open_results(&settings, &export, priors.as_ref().map(|p| p.1))?;

@@ -55,15 +55,15 @@ pub enum Format {
 /// A file that cannot be read as an export at all; nothing is sent.
 #[derive(Debug, thiserror::Error)]
 pub enum InputError {
-    #[error("cannot read `{path}`: {source}")]
+    #[error("cannot read `{path}`")]
     Io {
         path: PathBuf,
         source: std::io::Error,
     },
     #[error("`{path}`: {message}")]
     Structure { path: PathBuf, message: String },
-    #[error("`{path}`: {source}")]
-    Columns { path: PathBuf, source: ColumnError },
+    #[error("`{path}`: {error}")]
+    Columns { path: PathBuf, error: ColumnError },
 }
 
 /// An export whose layout is settled.
@@ -181,7 +181,7 @@ impl Export {
         self.id_index = columns::find_id_column(&self.headers, chosen).map_err(|source| {
             InputError::Columns {
                 path: self.path.clone(),
-                source,
+                error: source,
             }
         })?;
         Ok(())
