@@ -20,6 +20,9 @@ use crate::outcome::{Outcome, Status};
 use crate::pace::Pace;
 use crate::retry::RetryPolicy;
 
+/// 429 answers one row may get before it is given up.
+const MAX_SLOW_DOWNS: u32 = 30;
+
 /// One row to deliver.
 #[derive(Debug)]
 pub struct Job {
@@ -73,6 +76,12 @@ impl Pool {
     /// Why the pool halted, if it did.
     pub fn halted(&self) -> Option<Halt> {
         self.halt.lock().expect("halt lock poisoned").clone()
+    }
+
+    /// The API gave a real answer: it is up, and the token works.
+    fn answered(&self) {
+        self.failing.store(0, Ordering::Relaxed);
+        self.session.token_works();
     }
 
     fn halt(&self, why: Halt) {
@@ -129,28 +138,27 @@ async fn work(
 /// worth recording: it stays unrecorded, for `--resume`.
 async fn deliver(pool: &Pool, job: Job) -> Option<Outcome> {
     let mut backoff = pool.policy.delays();
-    let mut attempts = 0;
+    let mut tries = Tries::default();
     loop {
         pool.pace.ready().await;
-        if pool.stop.is_cancelled() && attempts > 0 {
+        if pool.stop.is_cancelled() && tries.requests > 0 {
             return None;
         }
-        attempts += 1;
+        tries.requests += 1;
         let (token, generation) = pool.session.token();
         let answer = pool.session.client().send_event(&token, &job.event).await;
-        trace!(row = job.row, attempts, ?answer, "answer");
+        trace!(row = job.row, requests = tries.requests, ?answer, "answer");
 
         let retry_after = match answer {
             Answer::Accepted { status } => {
-                pool.failing.store(0, Ordering::Relaxed);
-                pool.session.token_works();
+                pool.answered();
                 return Some(finished(
                     job,
                     Status::Accepted,
                     Some(status),
                     "",
                     "",
-                    attempts,
+                    tries.requests,
                 ));
             }
             Answer::Rejected {
@@ -158,15 +166,14 @@ async fn deliver(pool: &Pool, job: Job) -> Option<Outcome> {
                 code,
                 message,
             } => {
-                pool.failing.store(0, Ordering::Relaxed);
-                pool.session.token_works();
+                pool.answered();
                 return Some(finished(
                     job,
                     Status::Failed,
                     Some(status),
                     &code,
                     &message,
-                    attempts,
+                    tries.requests,
                 ));
             }
             Answer::Unauthorized {
@@ -178,14 +185,15 @@ async fn deliver(pool: &Pool, job: Job) -> Option<Outcome> {
                     pool.halt(Halt::Login(error));
                     return None;
                 }
-                if attempts >= pool.policy.max_attempts {
+                tries.renewals += 1;
+                if tries.renewals > pool.policy.max_attempts {
                     return Some(finished(
                         job,
                         Status::Failed,
                         Some(status),
                         &code,
                         &message,
-                        attempts,
+                        tries.requests,
                     ));
                 }
                 continue;
@@ -199,11 +207,15 @@ async fn deliver(pool: &Pool, job: Job) -> Option<Outcome> {
                 if status == Some(429) {
                     pool.pace
                         .pause(retry_after.unwrap_or(Duration::from_secs(1)));
+                    tries.slow_downs += 1;
+                } else {
+                    tries.failures += 1;
                 }
-                if attempts >= pool.policy.max_attempts {
-                    return Some(gave_up(pool, job, status, &code, &message, attempts));
+                if tries.failures >= pool.policy.max_attempts || tries.slow_downs >= MAX_SLOW_DOWNS
+                {
+                    return Some(gave_up(pool, job, status, &code, &message, tries.requests));
                 }
-                debug!(row = job.row, attempts, ?status, %message, "will try again");
+                debug!(row = job.row, requests = tries.requests, ?status, %message, "will try again");
                 retry_after
             }
         };
@@ -214,6 +226,18 @@ async fn deliver(pool: &Pool, job: Job) -> Option<Outcome> {
             () = tokio::time::sleep(wait) => {}
         }
     }
+}
+
+/// Requests made for one row, and the answers that count against its
+/// budgets: failures against `--max-attempts`; a 429 or an expired token is
+/// the server setting the pace, not a fault of the row, so each has a
+/// budget of its own.
+#[derive(Default)]
+struct Tries {
+    requests: u32,
+    failures: u32,
+    slow_downs: u32,
+    renewals: u32,
 }
 
 /// A row out of attempts; enough of them in a row trips the breaker.

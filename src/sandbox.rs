@@ -300,14 +300,28 @@ async fn rts(
     request: Request,
 ) -> Response {
     shared.note_path(request.uri().path());
-    let in_flight = shared.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+    let in_flight = InFlight::enter(&shared.in_flight);
     shared.count(|s| {
         s.rts_calls += 1;
-        s.max_in_flight = s.max_in_flight.max(in_flight);
+        s.max_in_flight = s.max_in_flight.max(in_flight.0);
     });
-    let response = answer_rts(&shared, &hangup, id, request).await;
-    shared.in_flight.fetch_sub(1, Ordering::SeqCst);
-    response
+    answer_rts(&shared, &hangup, id, request).await
+}
+
+/// One request being answered; counted out even when its connection is
+/// dropped mid-answer.
+struct InFlight<'a>(u64, &'a AtomicU64);
+
+impl<'a> InFlight<'a> {
+    fn enter(counter: &'a AtomicU64) -> InFlight<'a> {
+        InFlight(counter.fetch_add(1, Ordering::SeqCst) + 1, counter)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.1.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 async fn answer_rts(shared: &Shared, hangup: &Hangup, id: String, request: Request) -> Response {

@@ -331,6 +331,9 @@ impl Run<'_> {
         let (ending, reason) = match (signals.received(), pool.halted()) {
             (Some(Ending::Interrupted), _) => (Ending::Interrupted, None),
             (Some(_), _) => (Ending::Terminated, None),
+            (None, Some(Halt::Login(e))) if e.is_transient() => {
+                (Ending::ApiDown, Some(e.to_string()))
+            }
             (None, Some(Halt::Login(e))) => (Ending::LoginRefused, Some(e.to_string())),
             (None, Some(Halt::ApiDown(why))) => (Ending::ApiDown, Some(why)),
             (None, None) => (Ending::Finished, None),

@@ -181,3 +181,73 @@ pub fn rts_paths(stats: &Stats) -> Vec<String> {
         .cloned()
         .collect()
 }
+
+/// A bare HTTP/1.1 server on loopback answering each request with what
+/// `answer(method, path)` returns (a whole response, headers included), one
+/// request per connection. For answers the sandbox does not give.
+pub fn mock(answer: impl Fn(&str, &str) -> String + Send + 'static) -> String {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut request_line = String::new();
+            if reader.read_line(&mut request_line).is_err() {
+                continue;
+            }
+            let mut length = 0;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some(value) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = value.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0; length];
+            let _ = reader.read_exact(&mut body);
+            let mut parts = request_line.split_whitespace();
+            let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+            let mut stream = stream;
+            let _ = stream.write_all(answer(method, path).as_bytes());
+        }
+    });
+    url
+}
+
+/// A whole HTTP response with a body.
+pub fn response(status: &str, headers: &[&str], body: &str) -> String {
+    let mut text = format!(
+        "HTTP/1.1 {status}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for header in headers {
+        text.push_str(header);
+        text.push_str("\r\n");
+    }
+    text.push_str("\r\n");
+    text.push_str(body);
+    text
+}
+
+/// The login answer of an account that may record RTS events.
+pub fn login_ok() -> String {
+    let body = r#"{"messages":[],"result":{"access_token":"mock-access","refresh_token":"mock-refresh","admin":{"capabilities":["customer.communication_rts"],"channels":[],"email":"m@example.org","id":1,"name":"Mock"}}}"#;
+    response("200 OK", &["Content-Type: application/json"], body)
+}
+
+/// `n` rows with distinct well-formed ids.
+pub fn export_rows(n: usize) -> String {
+    let mut text = String::from("customer_encoded_id,name,return_reason\r\n");
+    for i in 0..n {
+        text.push_str(&format!(
+            "RT{:02}-{:04}-AAAA-BBBB,Supporter {i},Moved away\r\n",
+            i / 10000,
+            i % 10000
+        ));
+    }
+    text
+}

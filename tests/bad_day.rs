@@ -1,0 +1,501 @@
+//! Surviving a bad day: faults from the server, expiring tokens, the API
+//! down, crashes, signals, and resuming afterwards.
+
+mod common;
+
+use std::collections::HashSet;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{count, export_rows, login_ok, mock, response, statuses, Server, Work};
+use jlp_rts::sandbox::SandboxConfig;
+
+fn submit_args(server_url: &str, extra: &[&str]) -> Vec<String> {
+    let mut args: Vec<String> = ["submit", "r.csv", "--base-url", server_url]
+        .map(String::from)
+        .to_vec();
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args
+}
+
+fn spawn(work: &Work, url: &str, extra: &[&str]) -> Child {
+    work.command()
+        .args(submit_args(url, extra))
+        .env("JLP_USERNAME", "demo")
+        .env("JLP_PASSWORD", "demo")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn wait_for_events(server: &Server, at_least: u32) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while server.events() < at_least {
+        assert!(Instant::now() < deadline, "the run made no progress");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn signal(child: &Child, name: &str) {
+    let status = std::process::Command::new("kill")
+        .args([format!("-{name}"), child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// Row numbers in the results, each must appear once.
+fn recorded_rows(work: &Work) -> Vec<u64> {
+    work.results("r.results.csv")
+        .iter()
+        .map(|r| r["rts_row"].parse().unwrap())
+        .collect()
+}
+
+#[test]
+fn faults_rate_limits_and_expiring_tokens_still_record_each_event_once() {
+    let server = Server::start(SandboxConfig {
+        fail_rate: 0.15,
+        drop_rate: 0.05,
+        rate_limit: Some(150),
+        token_ttl: Some(Duration::from_secs(2)),
+        ..SandboxConfig::default()
+    });
+    let work = Work::new();
+    work.write("r.csv", export_rows(600));
+    let started = Instant::now();
+
+    let run = work.submit("r.csv", &server, &["--concurrency", "16"]);
+
+    let seconds = started.elapsed().as_secs_f64();
+    assert_eq!(run.code, 0, "{}", run.all());
+    let stats = server.stats();
+    assert_eq!(stats.accepted.len(), 600);
+    assert!(
+        stats.accepted.values().all(|n| *n == 1),
+        "an event was recorded twice"
+    );
+    assert!(
+        stats.failed > 0 && stats.dropped > 0 && stats.rate_limited > 0,
+        "{stats:?}"
+    );
+    let lifetimes = (seconds / 2.0).ceil() as u64 + 1;
+    assert!(
+        stats.logins <= lifetimes,
+        "{} logins in {seconds:.1} s",
+        stats.logins
+    );
+    assert_eq!(count(&work.results("r.results.csv"), "accepted"), 600);
+}
+
+#[test]
+fn an_expired_token_is_renewed_once_for_all_workers() {
+    let server = Server::start(SandboxConfig {
+        token_ttl: Some(Duration::from_millis(700)),
+        latency: Duration::from_millis(30),
+        ..SandboxConfig::default()
+    });
+    let work = Work::new();
+    work.write("r.csv", export_rows(1000));
+    let started = Instant::now();
+
+    let run = work.submit("r.csv", &server, &["--concurrency", "16"]);
+
+    assert_eq!(run.code, 0, "{}", run.all());
+    let stats = server.stats();
+    let lifetimes = (started.elapsed().as_secs_f64() / 0.7).ceil() as u64 + 1;
+    assert!(
+        stats.logins >= 2,
+        "the token never expired: {} logins",
+        stats.logins
+    );
+    assert!(
+        stats.logins <= lifetimes,
+        "{} logins for {lifetimes} lifetimes",
+        stats.logins
+    );
+}
+
+#[test]
+fn the_refresh_call_is_tried_before_logging_in_again() {
+    let server = Server::start(SandboxConfig {
+        token_ttl: Some(Duration::from_millis(500)),
+        latency: Duration::from_millis(20),
+        ..SandboxConfig::default()
+    });
+    let work = Work::new();
+    work.write("r.csv", export_rows(400));
+
+    let run = work.submit(
+        "r.csv",
+        &server,
+        &["--refresh-path", "/api-admin/refresh", "--concurrency", "4"],
+    );
+
+    assert_eq!(run.code, 0, "{}", run.all());
+    let stats = server.stats();
+    assert!(stats.refreshes >= 1, "{} refreshes", stats.refreshes);
+    assert_eq!(stats.logins, 1);
+}
+
+#[test]
+fn a_refused_renewal_stops_the_run_with_exit_3() {
+    let calls = std::sync::atomic::AtomicU32::new(0);
+    let url = mock(move |_, path| {
+        if path.ends_with("/login") && calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0
+        {
+            login_ok()
+        } else if path.ends_with("/login") {
+            response(
+                "401 Unauthorized",
+                &[],
+                r#"{"messages":[{"code":"incorrect_details","level":"error","message":"Account locked."}]}"#,
+            )
+        } else {
+            response(
+                "401 Unauthorized",
+                &[],
+                r#"{"messages":[{"code":"expired","level":"error","message":"Token expired."}]}"#,
+            )
+        }
+    });
+    let work = Work::new();
+    work.write("r.csv", export_rows(5));
+
+    let run = work.run(
+        &submit_args(&url, &[])
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+        &[("JLP_USERNAME", "demo"), ("JLP_PASSWORD", "demo")],
+    );
+
+    assert_eq!(run.code, 3, "{}", run.all());
+    assert!(run.stdout.contains("Account locked."), "{}", run.stdout);
+}
+
+#[test]
+fn an_unreachable_api_exits_4_quickly_and_records_nothing_as_accepted() {
+    let url = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", listener.local_addr().unwrap())
+    };
+    let work = Work::new();
+    work.write("r.csv", export_rows(10));
+    let started = Instant::now();
+
+    let run = work.run(
+        &submit_args(&url, &[])
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+        &[("JLP_USERNAME", "demo"), ("JLP_PASSWORD", "demo")],
+    );
+
+    assert_eq!(run.code, 4, "{}", run.all());
+    assert!(started.elapsed() < Duration::from_secs(60));
+    assert!(
+        run.stderr.contains("could not be reached"),
+        "{}",
+        run.stderr
+    );
+    let rows = work.results("r.results.csv");
+    assert_eq!(count(&rows, "accepted"), 0);
+}
+
+#[test]
+fn an_api_failing_every_request_stops_early_with_exit_4() {
+    let server = Server::start(SandboxConfig {
+        fail_rate: 1.0,
+        ..SandboxConfig::default()
+    });
+    let work = Work::new();
+    work.write("r.csv", export_rows(200));
+
+    let run = work.submit(
+        "r.csv",
+        &server,
+        &[
+            "--max-attempts",
+            "2",
+            "--max-delay",
+            "0.05",
+            "--concurrency",
+            "4",
+        ],
+    );
+
+    assert_eq!(run.code, 4, "{}", run.all());
+    assert!(
+        run.stdout.contains("failed after every retry"),
+        "{}",
+        run.stdout
+    );
+    let rows = work.results("r.results.csv");
+    assert!(
+        rows.len() < 200,
+        "rows never attempted must not be recorded"
+    );
+    assert!(statuses(&rows).iter().all(|s| s == "failed"));
+    assert!(rows.iter().all(|r| r["rts_attempts"] == "2"));
+    assert!(run.stdout.contains("--resume"), "{}", run.stdout);
+}
+
+#[test]
+fn sigkill_mid_run_then_resume_records_every_row_once() {
+    let server = Server::start(SandboxConfig {
+        latency: Duration::from_millis(20),
+        ..SandboxConfig::default()
+    });
+    let work = Work::new();
+    work.write("r.csv", export_rows(1500));
+    let url = server.url();
+
+    let mut child = spawn(&work, &url, &["--concurrency", "8"]);
+    wait_for_events(&server, 200);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let run = work.submit("r.csv", &server, &["--resume", "--concurrency", "8"]);
+
+    assert_eq!(run.code, 0, "{}", run.all());
+    let rows = recorded_rows(&work);
+    assert_eq!(
+        rows,
+        (1..=1500).collect::<Vec<_>>(),
+        "every row once, in order"
+    );
+    let stats = server.stats();
+    assert_eq!(stats.accepted.len(), 1500);
+    let twice = stats.accepted.values().filter(|n| **n > 1).count();
+    assert!(stats.accepted.values().all(|n| *n <= 2));
+    assert!(
+        twice <= 8 + 1,
+        "{twice} rows were sent twice; at most those in flight may be"
+    );
+}
+
+#[test]
+fn sigterm_stops_within_seconds_and_resume_sends_nothing_twice() {
+    let server = Server::start(SandboxConfig {
+        latency: Duration::from_millis(20),
+        ..SandboxConfig::default()
+    });
+    let work = Work::new();
+    work.write("r.csv", export_rows(1500));
+    let url = server.url();
+
+    let mut child = spawn(&work, &url, &["--concurrency", "8"]);
+    wait_for_events(&server, 200);
+    let signalled = Instant::now();
+    signal(&child, "TERM");
+    let status = child.wait().unwrap();
+
+    assert_eq!(status.code(), Some(143));
+    assert!(signalled.elapsed() < Duration::from_secs(5));
+    let accepted_by_server: HashSet<String> = server.stats().accepted.into_keys().collect();
+    let results = work.results("r.results.csv");
+    let accepted_in_results: HashSet<String> = results
+        .iter()
+        .filter(|r| r["rts_status"] == "accepted")
+        .map(|r| r["customer_encoded_id"].clone())
+        .collect();
+    assert_eq!(accepted_in_results, accepted_by_server);
+    assert!(results.len() < 1500);
+
+    let run = work.submit("r.csv", &server, &["--resume"]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    let stats = server.stats();
+    assert_eq!(stats.accepted.len(), 1500);
+    assert!(
+        stats.accepted.values().all(|n| *n == 1),
+        "nothing may be sent twice"
+    );
+    assert_eq!(recorded_rows(&work), (1..=1500).collect::<Vec<_>>());
+}
+
+#[test]
+fn a_second_sigint_stops_at_once_with_the_results_intact() {
+    let server = Server::start(SandboxConfig {
+        latency: Duration::from_secs(3),
+        ..SandboxConfig::default()
+    });
+    let work = Work::new();
+    work.write("r.csv", export_rows(50));
+    let url = server.url();
+
+    let mut child = spawn(&work, &url, &["--concurrency", "4"]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while server.stats().rts_calls < 4 {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    signal(&child, "INT");
+    std::thread::sleep(Duration::from_millis(200));
+    signal(&child, "INT");
+    let started = Instant::now();
+    let status = child.wait().unwrap();
+
+    assert_eq!(status.code(), Some(130));
+    assert!(started.elapsed() < Duration::from_secs(2));
+    let rows = work.results("r.results.csv");
+    assert!(rows.is_empty(), "nothing finished, so nothing is recorded");
+}
+
+#[test]
+fn resume_on_a_finished_file_sends_nothing_and_exits_0() {
+    let server = Server::default();
+    let work = Work::new();
+    work.write("r.csv", export_rows(20));
+    assert_eq!(work.submit("r.csv", &server, &[]).code, 0);
+    let calls = server.stats().rts_calls;
+
+    let run = work.submit("r.csv", &server, &["--resume"]);
+
+    assert_eq!(run.code, 0, "{}", run.all());
+    assert_eq!(server.stats().rts_calls, calls);
+    assert_eq!(recorded_rows(&work), (1..=20).collect::<Vec<_>>());
+}
+
+#[test]
+fn resume_without_a_results_file_simply_starts() {
+    let server = Server::default();
+    let work = Work::new();
+    work.write("r.csv", export_rows(3));
+
+    let run = work.submit("r.csv", &server, &["--resume"]);
+
+    assert_eq!(run.code, 0, "{}", run.all());
+    assert_eq!(server.events(), 3);
+}
+
+#[test]
+fn resume_refuses_a_results_file_made_from_a_different_input() {
+    let server = Server::default();
+    let work = Work::new();
+    work.write("r.csv", export_rows(5));
+    assert_eq!(work.submit("r.csv", &server, &[]).code, 0);
+    let edited = export_rows(5).replace("Supporter 3", "Supporter Three");
+    work.write("r.csv", edited);
+
+    let run = work.submit("r.csv", &server, &["--resume"]);
+
+    assert_eq!(run.code, 2, "{}", run.all());
+    assert!(run.stderr.contains("different input"), "{}", run.stderr);
+    assert!(run.stderr.contains("record 4"), "{}", run.stderr);
+}
+
+#[test]
+fn resume_retries_failed_rows_and_keeps_one_line_per_row() {
+    let server = Server::start(common::unknown(&["RT00-0001-AAAA-BBBB"]));
+    let work = Work::new();
+    work.write("r.csv", export_rows(3));
+    assert_eq!(work.submit("r.csv", &server, &[]).code, 1);
+
+    let fixed = Server::default();
+    let run = work.submit("r.csv", &fixed, &["--resume"]);
+
+    assert_eq!(run.code, 0, "{}", run.all());
+    assert_eq!(fixed.events(), 1, "only the failed row is sent again");
+    assert_eq!(
+        statuses(&work.results("r.results.csv")),
+        ["accepted", "accepted", "accepted"]
+    );
+}
+
+#[test]
+fn a_line_torn_by_a_crash_is_cut_before_resuming() {
+    let server = Server::default();
+    let work = Work::new();
+    work.write("r.csv", export_rows(4));
+    assert_eq!(work.submit("r.csv", &server, &[]).code, 0);
+    let path = work.path("r.results.csv");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let cut = text.trim_end().rfind('\n').unwrap() + 15;
+    std::fs::write(&path, &text[..cut]).unwrap();
+
+    let run = work.submit("r.csv", &server, &["--resume"]);
+
+    assert_eq!(run.code, 0, "{}", run.all());
+    assert_eq!(recorded_rows(&work), vec![1, 2, 3, 4]);
+    assert_eq!(
+        server.stats().accepted["RT00-0003-AAAA-BBBB"],
+        2,
+        "the torn row is sent again"
+    );
+}
+
+#[test]
+fn a_redirect_is_not_followed_and_names_the_new_location() {
+    let url = mock(|_, path| {
+        if path.ends_with("/login") {
+            login_ok()
+        } else {
+            response(
+                "301 Moved Permanently",
+                &["Location: https://elsewhere.invalid/rts"],
+                "",
+            )
+        }
+    });
+    let work = Work::new();
+    work.write("r.csv", export_rows(1));
+
+    let run = work.run(
+        &submit_args(&url, &[])
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+        &[("JLP_USERNAME", "demo"), ("JLP_PASSWORD", "demo")],
+    );
+
+    assert_eq!(run.code, 1, "{}", run.all());
+    let rows = work.results("r.results.csv");
+    assert_eq!(rows[0]["rts_http_status"], "301");
+    assert!(
+        rows[0]["rts_message"].contains("https://elsewhere.invalid/rts"),
+        "{}",
+        rows[0]["rts_message"]
+    );
+    assert_eq!(rows[0]["rts_attempts"], "1");
+}
+
+#[test]
+fn odd_error_bodies_give_a_short_safe_message() {
+    let url = mock(|_, path| {
+        if path.ends_with("/login") {
+            login_ok()
+        } else if path.contains("RT00-0000") {
+            response(
+                "400 Bad Request",
+                &["Content-Type: text/html"],
+                "<html><body><h1>Bad request</h1><p>proxy says no</p></body></html>",
+            )
+        } else if path.contains("RT00-0001") {
+            response("422 Unprocessable Entity", &[], "")
+        } else {
+            response(
+                "400 Bad Request",
+                &["Content-Type: application/json"],
+                r#"{"messages":[{"code":"=cmd","level":"error","message":"=HYPERLINK(\"x\")"}]}"#,
+            )
+        }
+    });
+    let work = Work::new();
+    work.write("r.csv", export_rows(3));
+
+    let run = work.run(
+        &submit_args(&url, &[])
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+        &[("JLP_USERNAME", "demo"), ("JLP_PASSWORD", "demo")],
+    );
+
+    assert_eq!(run.code, 1, "{}", run.all());
+    let rows = work.results("r.results.csv");
+    assert_eq!(rows[0]["rts_message"], "Bad request proxy says no");
+    assert_eq!(rows[1]["rts_http_status"], "422");
+    assert_eq!(rows[2]["rts_error_code"], "'=cmd");
+    assert_eq!(rows[2]["rts_message"], "'=HYPERLINK(\"x\")");
+}
