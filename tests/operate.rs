@@ -272,10 +272,8 @@ fn a_settings_file_keeps_the_command_short_and_flags_win_over_it() {
     std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
     work.write(
         "jlp.toml",
-        format!(
-            "base_url = \"http://127.0.0.1:1\"\nusername = \"demo\"\npassword_file = \"password\"\n\
-             id_column = \"Ref\"\nconcurrency = 2\n\n[fields]\nreason = \"Why\"\n"
-        ),
+        "base_url = \"http://127.0.0.1:1\"\nusername = \"demo\"\npassword_file = \"password\"\n\
+         id_column = \"Ref\"\nconcurrency = 2\n\n[fields]\nreason = \"Why\"\n",
     );
     let url = server.url();
 
