@@ -141,6 +141,38 @@ pub enum Answer {
     },
 }
 
+impl Answer {
+    /// The HTTP status, when an answer came at all.
+    pub fn http_status(&self) -> Option<u16> {
+        match self {
+            Answer::Accepted { status }
+            | Answer::Rejected { status, .. }
+            | Answer::Unauthorized { status, .. } => Some(*status),
+            Answer::Transient { status, .. } => *status,
+        }
+    }
+
+    /// The first `messages[].code`, if any.
+    pub fn code(&self) -> &str {
+        match self {
+            Answer::Accepted { .. } => "",
+            Answer::Rejected { code, .. }
+            | Answer::Unauthorized { code, .. }
+            | Answer::Transient { code, .. } => code,
+        }
+    }
+
+    /// The API's message, or what went wrong on the way.
+    pub fn message(&self) -> &str {
+        match self {
+            Answer::Accepted { .. } => "",
+            Answer::Rejected { message, .. }
+            | Answer::Unauthorized { message, .. }
+            | Answer::Transient { message, .. } => message,
+        }
+    }
+}
+
 #[derive(Debug, Deserialize)]
 struct Envelope {
     #[serde(default)]

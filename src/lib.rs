@@ -6,6 +6,7 @@
 //! [`pool`] delivers, [`results`] records, [`progress`] and [`summary`] tell
 //! the person running it. [`submit`] wires them into the main job.
 
+pub mod adaptive;
 pub mod check;
 pub mod cli;
 pub mod export;

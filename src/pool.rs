@@ -14,6 +14,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, trace, warn};
 
+use crate::adaptive::Signal;
 use crate::jlp::{Answer, Event, LoginError};
 use crate::login::Session;
 use crate::outcome::{Outcome, Status};
@@ -140,83 +141,55 @@ async fn deliver(pool: &Pool, job: Job) -> Option<Outcome> {
     let mut backoff = pool.policy.delays();
     let mut tries = Tries::default();
     loop {
-        pool.pace.ready().await;
+        let ticket = pool.pace.ready().await;
         if pool.stop.is_cancelled() && tries.requests > 0 {
+            pool.pace.abandoned(ticket);
             return None;
         }
         tries.requests += 1;
         let (token, generation) = pool.session.token();
         let answer = pool.session.client().send_event(&token, &job.event).await;
+        pool.pace.finished(ticket, signal(&answer));
         trace!(row = job.row, requests = tries.requests, ?answer, "answer");
 
-        let retry_after = match answer {
-            Answer::Accepted { status } => {
+        let retry_after = match &answer {
+            Answer::Accepted { .. } | Answer::Rejected { .. } => {
                 pool.answered();
-                return Some(finished(
-                    job,
-                    Status::Accepted,
-                    Some(status),
-                    "",
-                    "",
-                    tries.requests,
-                ));
+                return Some(finished(job, &answer, tries.requests, ""));
             }
-            Answer::Rejected {
-                status,
-                code,
-                message,
-            } => {
-                pool.answered();
-                return Some(finished(
-                    job,
-                    Status::Failed,
-                    Some(status),
-                    &code,
-                    &message,
-                    tries.requests,
-                ));
-            }
-            Answer::Unauthorized {
-                status,
-                code,
-                message,
-            } => {
+            Answer::Unauthorized { .. } => {
                 if let Err(error) = pool.session.renew(generation).await {
                     pool.halt(Halt::Login(error));
                     return None;
                 }
                 tries.renewals += 1;
                 if tries.renewals > pool.policy.max_attempts {
-                    return Some(finished(
-                        job,
-                        Status::Failed,
-                        Some(status),
-                        &code,
-                        &message,
-                        tries.requests,
-                    ));
+                    return Some(finished(job, &answer, tries.requests, ""));
                 }
                 continue;
             }
             Answer::Transient {
                 status,
-                code,
-                message,
                 retry_after,
+                ..
             } => {
-                if status == Some(429) {
+                if *status == Some(429) {
                     pool.pace
                         .pause(retry_after.unwrap_or(Duration::from_secs(1)));
                     tries.slow_downs += 1;
                 } else {
                     tries.failures += 1;
                 }
-                if tries.failures >= pool.policy.max_attempts || tries.slow_downs >= MAX_SLOW_DOWNS
-                {
-                    return Some(gave_up(pool, job, status, &code, &message, tries.requests));
+                if tries.out_of_budget(&pool.policy) {
+                    return Some(gave_up(pool, job, &answer, tries.requests));
                 }
-                debug!(row = job.row, requests = tries.requests, ?status, %message, "will try again");
-                retry_after
+                debug!(
+                    row = job.row,
+                    requests = tries.requests,
+                    ?status,
+                    "will try again"
+                );
+                *retry_after
             }
         };
 
@@ -225,6 +198,24 @@ async fn deliver(pool: &Pool, job: Job) -> Option<Outcome> {
             () = pool.stop.cancelled() => return None,
             () = tokio::time::sleep(wait) => {}
         }
+    }
+}
+
+/// What an answer says about the pace the server can take.
+fn signal(answer: &Answer) -> Signal {
+    match answer {
+        Answer::Accepted { .. } | Answer::Rejected { .. } | Answer::Unauthorized { .. } => {
+            Signal::Answered
+        }
+        Answer::Transient {
+            status: Some(429), ..
+        } => Signal::TooFast,
+        Answer::Transient {
+            status: Some(503 | 504),
+            ..
+        } => Signal::Overloaded,
+        Answer::Transient { message, .. } if message.starts_with("timed out") => Signal::Overloaded,
+        Answer::Transient { .. } => Signal::Neutral,
     }
 }
 
@@ -240,41 +231,40 @@ struct Tries {
     renewals: u32,
 }
 
-/// A row out of attempts; enough of them in a row trips the breaker.
-fn gave_up(
-    pool: &Pool,
-    job: Job,
-    status: Option<u16>,
-    code: &str,
-    message: &str,
-    attempts: u32,
-) -> Outcome {
-    let message = format!("gave up after {attempts} attempts: {message}");
-    let failing = pool.failing.fetch_add(1, Ordering::Relaxed) + 1;
-    if failing >= pool.failing_limit {
-        pool.halt(Halt::ApiDown(format!(
-            "{failing} rows in a row failed after every retry; the last said: {message}"
-        )));
+impl Tries {
+    fn out_of_budget(&self, policy: &RetryPolicy) -> bool {
+        self.failures >= policy.max_attempts || self.slow_downs >= MAX_SLOW_DOWNS
     }
-    finished(job, Status::Failed, status, code, &message, attempts)
 }
 
-fn finished(
-    job: Job,
-    status: Status,
-    http_status: Option<u16>,
-    code: &str,
-    message: &str,
-    attempts: u32,
-) -> Outcome {
+/// A row out of attempts; enough of them in a row trips the breaker.
+fn gave_up(pool: &Pool, job: Job, answer: &Answer, requests: u32) -> Outcome {
+    let failing = pool.failing.fetch_add(1, Ordering::Relaxed) + 1;
+    let prefix = format!("gave up after {requests} attempts: ");
+    let outcome = finished(job, answer, requests, &prefix);
+    if failing >= pool.failing_limit {
+        pool.halt(Halt::ApiDown(format!(
+            "{failing} rows in a row failed after every retry; the last: {}",
+            outcome.message
+        )));
+    }
+    outcome
+}
+
+/// The outcome an answer gives a row; `prefix` goes before its message.
+fn finished(job: Job, answer: &Answer, requests: u32, prefix: &str) -> Outcome {
+    let status = match answer {
+        Answer::Accepted { .. } => Status::Accepted,
+        _ => Status::Failed,
+    };
     Outcome {
         row: job.row,
         fields: job.fields,
         status,
-        http_status,
-        error_code: code.to_string(),
-        message: message.to_string(),
-        attempts,
+        http_status: answer.http_status(),
+        error_code: answer.code().to_string(),
+        message: format!("{prefix}{}", answer.message()),
+        attempts: requests,
         at: SystemTime::now(),
     }
 }

@@ -285,12 +285,13 @@ impl Run<'_> {
         session: Arc<Session>,
         results: ResultsFile,
     ) -> Result<Summary, Failure> {
-        let workers = match self.settings.concurrency {
-            Concurrency::Fixed(n) | Concurrency::Auto(n) => n,
+        let (workers, adaptive) = match self.settings.concurrency {
+            Concurrency::Fixed(n) => (n, None),
+            Concurrency::Auto(n) => (n, Some(n)),
         };
         let stop = CancellationToken::new();
         let signals = Signals::watch(stop.clone());
-        let pace = Arc::new(Pace::new(self.settings.max_rate));
+        let pace = Arc::new(Pace::new(self.settings.max_rate, adaptive));
         let pool = Arc::new(Pool::new(
             session.clone(),
             self.settings.retry,

@@ -1,0 +1,234 @@
+//! `--concurrency auto`: finding the pace a server can take.
+//!
+//! Two quantities adapt as answers come back:
+//!
+//! - **The window**, how many requests may be in flight. It starts at 8 and
+//!   doubles every round trip while answers come back as fast as the fastest
+//!   seen (slow start), then grows by about one request per round trip. It
+//!   stops growing unless it is full, so an idle window does not swell.
+//!   When latency climbs past twice the fastest seen, it shrinks by 5%; when
+//!   the server answers 429, 503 or 504 or a request times out, it shrinks
+//!   by a quarter and slow start ends. Each cut waits a round trip before the
+//!   next, so one burst of refusals counts once.
+//! - **The rate**, calls a second, only once the server has refused us for
+//!   going too fast (429): it is set to 90% of what was accepted over the
+//!   last second, then grows by 5% a second while answers are good. A server
+//!   that allows N calls a second is thus approached from below and touched
+//!   briefly every few seconds, so the run settles near N with few refusals.
+//!
+//! The window never exceeds the number of workers, and `--max-rate` caps
+//! the rate whatever it learns.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+/// How an answer bears on the pace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    /// A real answer, in good time.
+    Answered,
+    /// 429: calls a second too high.
+    TooFast,
+    /// 503, 504, a timeout: the server is struggling.
+    Overloaded,
+    /// Anything else (a dropped connection, a 500): says nothing about pace.
+    Neutral,
+}
+
+const FIRST_WINDOW: f64 = 8.0;
+
+#[derive(Debug)]
+pub struct Adaptive {
+    window: f64,
+    max_window: f64,
+    slow_start: bool,
+    fastest: Option<Duration>,
+    last_cut: Option<Instant>,
+    /// Learned calls a second, once a 429 has been seen.
+    rate: Option<f64>,
+    rate_grown_at: Instant,
+    /// Accepted answers in the current and the previous second.
+    second_started: Instant,
+    this_second: u32,
+    last_second: u32,
+}
+
+impl Adaptive {
+    pub fn new(max_window: usize) -> Adaptive {
+        let now = Instant::now();
+        Adaptive {
+            window: FIRST_WINDOW.min(max_window as f64),
+            max_window: max_window as f64,
+            slow_start: true,
+            fastest: None,
+            last_cut: None,
+            rate: None,
+            rate_grown_at: now,
+            second_started: now,
+            this_second: 0,
+            last_second: 0,
+        }
+    }
+
+    /// Requests allowed in flight now.
+    pub fn window(&self) -> usize {
+        self.window.floor().max(1.0) as usize
+    }
+
+    /// Calls a second learned from 429s, if any.
+    pub fn rate(&self) -> Option<f64> {
+        self.rate
+    }
+
+    /// Takes one answer into account. `in_flight` counts the requests still
+    /// out, this one excluded.
+    pub fn observe(&mut self, signal: Signal, latency: Duration, in_flight: usize) {
+        let now = Instant::now();
+        self.count_second(now, signal);
+        match signal {
+            Signal::Answered => self.answered(now, latency, in_flight),
+            Signal::TooFast => {
+                self.learn_rate();
+                self.cut(now, 0.75);
+            }
+            Signal::Overloaded => self.cut(now, 0.75),
+            Signal::Neutral => {}
+        }
+    }
+
+    fn answered(&mut self, now: Instant, latency: Duration, in_flight: usize) {
+        let fastest = *self.fastest.get_or_insert(latency);
+        if latency < fastest {
+            self.fastest = Some(latency);
+        }
+        if latency > fastest * 2 + Duration::from_millis(5) {
+            self.slow_start = false;
+            self.cut(now, 0.95);
+            return;
+        }
+
+        if in_flight + 1 >= self.window() {
+            let step = if self.slow_start {
+                1.0
+            } else {
+                1.0 / self.window
+            };
+            self.window = (self.window + step).min(self.max_window);
+        }
+        self.grow_rate(now);
+    }
+
+    /// Shrinks the window, once per round trip at most.
+    fn cut(&mut self, now: Instant, factor: f64) {
+        let round_trip = self
+            .fastest
+            .unwrap_or(Duration::from_millis(100))
+            .max(Duration::from_millis(20));
+        if self
+            .last_cut
+            .is_some_and(|at| now.duration_since(at) < round_trip)
+        {
+            return;
+        }
+        self.last_cut = Some(now);
+        self.slow_start = false;
+        self.window = (self.window * factor).max(1.0);
+    }
+
+    fn learn_rate(&mut self) {
+        let accepted = f64::from(self.last_second.max(self.this_second)).max(1.0);
+        let learned = accepted * 0.9;
+        self.rate = Some(self.rate.map_or(learned, |r| r.min(learned.max(r * 0.9))));
+        self.rate_grown_at = Instant::now();
+    }
+
+    /// 5% a second while answers are good.
+    fn grow_rate(&mut self, now: Instant) {
+        let Some(rate) = self.rate else { return };
+        let elapsed = now.duration_since(self.rate_grown_at).as_secs_f64();
+        if elapsed >= 0.1 {
+            self.rate = Some(rate * (1.0 + 0.05 * elapsed));
+            self.rate_grown_at = now;
+        }
+    }
+
+    fn count_second(&mut self, now: Instant, signal: Signal) {
+        if now.duration_since(self.second_started) >= Duration::from_secs(1) {
+            self.last_second = self.this_second;
+            self.this_second = 0;
+            self.second_started = now;
+        }
+        if signal == Signal::Answered {
+            self.this_second += 1;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const RTT: Duration = Duration::from_millis(50);
+
+    #[tokio::test(start_paused = true)]
+    async fn slow_start_fills_the_workers_within_a_few_round_trips() {
+        let mut pace = Adaptive::new(64);
+        for _ in 0..4 {
+            // A full window: each answer frees a worker that sends again.
+            for _ in 0..pace.window() {
+                let others = pace.window() - 1;
+                pace.observe(Signal::Answered, RTT, others);
+            }
+            tokio::time::advance(RTT).await;
+        }
+        assert_eq!(pace.window(), 64);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_window_that_is_not_full_does_not_grow() {
+        let mut pace = Adaptive::new(64);
+        for _ in 0..100 {
+            pace.observe(Signal::Answered, RTT, 0);
+        }
+        assert_eq!(pace.window(), 8);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn refusals_cut_the_window_once_per_round_trip() {
+        let mut pace = Adaptive::new(64);
+        pace.window = 40.0;
+        pace.slow_start = false;
+        pace.observe(Signal::Answered, RTT, 39);
+        for _ in 0..10 {
+            pace.observe(Signal::Overloaded, RTT, 30);
+        }
+        assert_eq!(pace.window(), 30);
+        tokio::time::advance(RTT).await;
+        pace.observe(Signal::Overloaded, RTT, 30);
+        assert_eq!(pace.window(), 22);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_429_sets_the_rate_below_what_was_accepted_then_it_grows() {
+        let mut pace = Adaptive::new(64);
+        for _ in 0..300 {
+            pace.observe(Signal::Answered, RTT, 0);
+        }
+        pace.observe(Signal::TooFast, RTT, 0);
+        assert_eq!(pace.rate(), Some(270.0));
+        tokio::time::advance(Duration::from_secs(1)).await;
+        pace.observe(Signal::Answered, RTT, 0);
+        let grown = pace.rate().unwrap();
+        assert!(grown > 280.0 && grown < 285.0, "{grown}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn slower_answers_shrink_the_window() {
+        let mut pace = Adaptive::new(64);
+        pace.window = 20.0;
+        pace.observe(Signal::Answered, RTT, 19);
+        pace.observe(Signal::Answered, RTT * 4, 19);
+        assert_eq!(pace.window(), 19);
+    }
+}
