@@ -25,9 +25,12 @@ use crate::pace::Pace;
 use crate::pool::{self, Halt, Job, Pool};
 use crate::progress::{Counts, Progress};
 use crate::results::{self, Priors, ResultsFile};
-use crate::settings::{Concurrency, SubmitSettings};
+use crate::settings::{Concurrency, Connection, SubmitSettings};
 use crate::summary::{Ending, Summary};
 use crate::Failure;
+
+/// Longest an outcome may wait in the OS's buffers before being synced.
+const SYNC_EVERY: Duration = Duration::from_secs(1);
 
 /// How long rows in flight may take to finish after a first stop signal.
 const GRACE: Duration = Duration::from_secs(10);
@@ -59,24 +62,18 @@ pub async fn submit(settings: SubmitSettings, quiet: bool) -> Result<Summary, Fa
     })?;
     let priors = prior_run(&settings, &export)?;
     let plan = plan(&export, priors.as_ref().map(|p| &p.0))?;
-    let results = open_results(&settings, &export, priors.as_ref().map(|p| p.1))?;
-    let priors = Arc::new(priors.map(|p| p.0).unwrap_or_default());
 
+    // Log in before touching the results, so a refused login leaves
+    // nothing behind to `--resume`.
     let Some(connection) = settings.connection.clone() else {
+        let results = open_results(&settings, &export, priors.as_ref().map(|p| p.1))?;
+        let priors = Arc::new(priors.map(|p| p.0).unwrap_or_default());
         return dry_run(&settings, export, plan, results, priors, started, quiet);
     };
-
-    // The sandbox, when asked for, lives as long as the run.
     let (base_url, _sandbox) = crate::sandbox::reach(&connection.target).await?;
-    let client = Client::new(&base_url, &connection.client).map_err(Failure::Usage)?;
-    let (session, _account) = Session::start(
-        client,
-        connection.username.clone(),
-        connection.password.clone(),
-        settings.refresh_path.clone(),
-    )
-    .await
-    .map_err(Failure::login)?;
+    let session = log_in(&connection, &base_url, &settings).await?;
+    let results = open_results(&settings, &export, priors.as_ref().map(|p| p.1))?;
+    let priors = Arc::new(priors.map(|p| p.0).unwrap_or_default());
 
     let run = Run {
         settings: &settings,
@@ -88,6 +85,23 @@ pub async fn submit(settings: SubmitSettings, quiet: bool) -> Result<Summary, Fa
         quiet,
     };
     run.deliver(session, results).await
+}
+
+async fn log_in(
+    connection: &Connection,
+    base_url: &str,
+    settings: &SubmitSettings,
+) -> Result<Arc<Session>, Failure> {
+    let client = Client::new(base_url, &connection.client).map_err(Failure::Usage)?;
+    let (session, _account) = Session::start(
+        client,
+        connection.username.clone(),
+        connection.password.clone(),
+        settings.refresh_path.clone(),
+    )
+    .await
+    .map_err(Failure::login)?;
+    Ok(session)
 }
 
 /// Logs what was detected about the file.
@@ -303,7 +317,9 @@ impl Run<'_> {
         // Stage one: the writer.
         let (outcome_tx, outcome_rx) = mpsc::channel::<Outcome>(1024);
         let progress = Progress::new(self.plan.to_send, self.quiet);
-        let writer = std::thread::spawn(move || write_outcomes(results, outcome_rx, progress));
+        let runtime = tokio::runtime::Handle::current();
+        let writer =
+            std::thread::spawn(move || write_outcomes(results, outcome_rx, progress, runtime));
 
         // Stage two: the reader.
         let (job_tx, job_rx) = mpsc::channel::<Job>(workers * 4);
@@ -472,33 +488,63 @@ pub fn idempotency_key(digest: &[u8; 32], row: u64, id: &str) -> String {
 }
 
 /// The writer stage: records each outcome as it arrives, flushing after
-/// every batch at hand.
+/// every batch at hand and syncing to disk at least once a second.
 fn write_outcomes(
     mut results: ResultsFile,
     mut outcomes: mpsc::Receiver<Outcome>,
     mut progress: Progress,
+    runtime: tokio::runtime::Handle,
 ) -> (ResultsFile, Counts, Option<std::io::Error>) {
     let mut counts = Counts::default();
-    while let Some(first) = outcomes.blocking_recv() {
-        let mut next = Some(first);
-        while let Some(outcome) = next {
-            counts.add(outcome.status);
-            if matches!(outcome.status, Status::Accepted | Status::Failed) {
-                progress.advance(&counts);
-            }
-            if let Err(e) = results.record(&outcome) {
-                progress.finish();
-                return (results, counts, Some(e));
-            }
-            next = outcomes.try_recv().ok();
+    let mut unsynced = false;
+    let written = loop {
+        let next =
+            runtime.block_on(async { tokio::time::timeout(SYNC_EVERY, outcomes.recv()).await });
+        let batch = match next {
+            Ok(Some(first)) => first,
+            Ok(None) => break Ok(()),
+            Err(_idle) if unsynced => match results.flush(true) {
+                Ok(()) => {
+                    unsynced = false;
+                    continue;
+                }
+                Err(e) => break Err(e),
+            },
+            Err(_idle) => continue,
+        };
+        if let Err(e) = record_batch(
+            &mut results,
+            batch,
+            &mut outcomes,
+            &mut counts,
+            &mut progress,
+        ) {
+            break Err(e);
         }
-        if let Err(e) = results.flush(false) {
-            progress.finish();
-            return (results, counts, Some(e));
-        }
-    }
+        unsynced = true;
+    };
     progress.finish();
-    (results, counts, None)
+    (results, counts, written.err())
+}
+
+/// Writes `first` and every outcome already waiting, then flushes.
+fn record_batch(
+    results: &mut ResultsFile,
+    first: Outcome,
+    outcomes: &mut mpsc::Receiver<Outcome>,
+    counts: &mut Counts,
+    progress: &mut Progress,
+) -> std::io::Result<()> {
+    let mut next = Some(first);
+    while let Some(outcome) = next {
+        counts.add(outcome.status);
+        if matches!(outcome.status, Status::Accepted | Status::Failed) {
+            progress.advance(counts);
+        }
+        results.record(&outcome)?;
+        next = outcomes.try_recv().ok();
+    }
+    results.flush(false)
 }
 
 /// SIGINT and SIGTERM: the first stops the run gently, a second at once.
