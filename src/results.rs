@@ -316,35 +316,53 @@ pub fn read_priors(path: &Path, headers: &[String]) -> anyhow::Result<(Priors, u
     Ok((priors, good_end))
 }
 
+/// Where a row's latest line sits in a results file: 24 bytes a row, the
+/// only thing finishing a run keeps per row.
+struct Span {
+    row: u64,
+    start: u64,
+    len: u32,
+    status: Status,
+}
+
+/// Each row's latest line, in row order.
+fn latest_lines(path: &Path, headers: &[String]) -> anyhow::Result<Vec<Span>> {
+    let mut spans = Vec::new();
+    read_lines(path, headers, |line| {
+        let len = u32::try_from(line.end - line.start)?;
+        spans.push(Span {
+            row: line.row,
+            start: line.start,
+            len,
+            status: line.status,
+        });
+        Ok(())
+    })?;
+    spans.sort_unstable_by_key(|s| (s.row, std::cmp::Reverse(s.start)));
+    spans.dedup_by_key(|s| s.row);
+    Ok(spans)
+}
+
 /// Rewrites the file with one line per row, in row order, the last line
 /// recorded for a row winning; replaced atomically.
 fn rewrite_in_order(path: &Path) -> anyhow::Result<()> {
     let headers = header_of(path)?;
-    let mut spans: HashMap<u64, (u64, u64)> = HashMap::new();
-    read_lines(path, &headers, |line| {
-        spans.insert(line.row, (line.start, line.end));
-        Ok(())
-    })?;
-    let mut order: Vec<(u64, (u64, u64))> = spans.into_iter().collect();
-    order.sort_unstable_by_key(|(row, _)| *row);
+    let spans = latest_lines(path, &headers)?;
 
     let mut source = File::open(path)?;
     let header_end = first_line_end(path)?;
     let temporary = path.with_extension("csv.partial");
-    let mut out = BufWriter::new(
-        owner_only()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&temporary)?,
-    );
+    let file = owner_only()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&temporary)?;
+    let mut out = BufWriter::new(file);
     io::copy(&mut (&mut source).take(header_end), &mut out)?;
-    let mut buffer = Vec::new();
-    for (_, (start, end)) in order {
-        source.seek(SeekFrom::Start(start))?;
-        buffer.resize((end - start) as usize, 0);
-        source.read_exact(&mut buffer)?;
-        out.write_all(&buffer)?;
+    let mut line = Vec::new();
+    for span in spans {
+        read_span(&mut source, &span, &mut line)?;
+        out.write_all(&line)?;
     }
     let out = out.into_inner().map_err(|e| e.into_error())?;
     out.sync_all()?;
@@ -352,45 +370,53 @@ fn rewrite_in_order(path: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn read_span(source: &mut File, span: &Span, line: &mut Vec<u8>) -> io::Result<()> {
+    source.seek(SeekFrom::Start(span.start))?;
+    line.resize(span.len as usize, 0);
+    source.read_exact(line)
+}
+
 /// Writes the failed and invalid rows, with their original columns only
 /// (formula-shaped cells made text, as in the results), to `path`; returns
 /// how many there were.
 pub fn write_failed_rows(results: &Path, path: &Path, headers: &[String]) -> anyhow::Result<u64> {
-    let mut latest: HashMap<u64, (Status, Vec<String>)> = HashMap::new();
-    read_lines(results, headers, |line| {
-        latest.insert(line.row, (line.status, line.fields));
-        Ok(())
-    })?;
-    let mut rows: Vec<(u64, Vec<String>)> = latest
+    let failed: Vec<Span> = latest_lines(results, headers)?
         .into_iter()
-        .filter(|(_, (status, _))| matches!(status, Status::Failed | Status::Invalid))
-        .map(|(row, (_, fields))| (row, fields))
+        .filter(|s| matches!(s.status, Status::Failed | Status::Invalid))
         .collect();
-    if rows.is_empty() {
+    if failed.is_empty() {
         return Ok(0);
     }
-    rows.sort_unstable_by_key(|(row, _)| *row);
 
-    let mut file = owner_only()
+    let file = owner_only()
         .write(true)
         .create(true)
         .truncate(true)
         .open(path)
         .with_context(|| format!("cannot write the failed-rows file `{}`", path.display()))?;
-    file.write_all(BOM)?;
-    let mut writer = csv::Writer::from_writer(BufWriter::new(file));
+    let mut writer = BufWriter::new(file);
+    writer.write_all(BOM)?;
+    let mut writer = csv::Writer::from_writer(writer);
     writer.write_record(headers.iter().map(|h| escape_cell(h).into_owned()))?;
-    for (_, fields) in &rows {
-        writer.write_record(fields.iter().map(|f| escape_cell(f).into_owned()))?;
+    let mut source = File::open(results)?;
+    let mut line = Vec::new();
+    for span in &failed {
+        read_span(&mut source, span, &mut line)?;
+        let mut record = csv::ByteRecord::new();
+        csv::ReaderBuilder::new()
+            .has_headers(false)
+            .flexible(true)
+            .from_reader(line.as_slice())
+            .read_byte_record(&mut record)?;
+        // Cells stay as the results wrote them: already safe to open.
+        writer.write_byte_record(&record.iter().take(headers.len()).collect())?;
     }
-    writer.flush()?;
+    let writer = writer.into_inner().map_err(|e| e.into_error())?;
     writer
         .into_inner()
         .map_err(|e| e.into_error())?
-        .into_inner()
-        .map_err(|e| e.into_error())?
         .sync_all()?;
-    Ok(rows.len() as u64)
+    Ok(failed.len() as u64)
 }
 
 /// The header names a results file was written with (its input columns).
