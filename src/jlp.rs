@@ -231,7 +231,7 @@ impl Client {
     ) -> Result<(Tokens, Account), LoginError> {
         let body = serde_json::json!({ "username": username, "password": password.expose() });
         let url = format!("{}/api-admin/login", self.base);
-        let (tokens, account) = self.token_call(&url, &body).await?;
+        let (tokens, account) = self.token_call(&url, &body, password).await?;
         if !account.capabilities.iter().any(|c| c == RTS_CAPABILITY) {
             let account = if account.email.is_empty() {
                 username.to_string()
@@ -248,13 +248,16 @@ impl Client {
     pub async fn refresh(&self, path: &str, refresh: &Secret) -> Result<Tokens, LoginError> {
         let url = format!("{}/{}", self.base, path.trim_start_matches('/'));
         let body = serde_json::json!({ "refresh_token": refresh.expose() });
-        Ok(self.token_call(&url, &body).await?.0)
+        Ok(self.token_call(&url, &body, refresh).await?.0)
     }
 
+    /// A call answered with a token pair; `sent` is the secret in the body,
+    /// blanked out of any text the server echoes back.
     async fn token_call(
         &self,
         url: &str,
         body: &serde_json::Value,
+        sent: &Secret,
     ) -> Result<(Tokens, Account), LoginError> {
         let response = self
             .http
@@ -270,6 +273,7 @@ impl Client {
             .await
             .map_err(|e| LoginError::Unreachable(describe(&e)))?;
         let (code, message) = first_message(&bytes);
+        let (code, message) = (hide(code, sent), hide(message, sent));
 
         if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
             return Err(LoginError::Refused {
@@ -310,7 +314,7 @@ impl Client {
             BodyKind::Json => request.json(&json_fields(&event.fields)),
         };
         match request.send().await {
-            Ok(response) => judge(response).await,
+            Ok(response) => judge(response, access).await,
             Err(e) => transport_failure(&e),
         }
     }
@@ -348,7 +352,7 @@ fn json_fields(fields: &[(String, String)]) -> serde_json::Map<String, serde_jso
         .collect()
 }
 
-async fn judge(response: reqwest::Response) -> Answer {
+async fn judge(response: reqwest::Response, access: &Secret) -> Answer {
     let status = response.status();
     let retry_after = retry_after(response.headers());
     let location = response
@@ -361,6 +365,7 @@ async fn judge(response: reqwest::Response) -> Answer {
         Err(e) => return transport_failure(&e),
     };
     let (code, message) = first_message(&bytes);
+    let (code, message) = (hide(code, access), hide(message, access));
     let status_code = status.as_u16();
 
     if status.is_success() {
@@ -476,6 +481,15 @@ fn first_message(bytes: &[u8]) -> (String, String) {
             .unwrap_or_default(),
         Err(_) => (String::new(), excerpt(&String::from_utf8_lossy(bytes))),
     }
+}
+
+/// `text` with a secret we sent blanked out, should the server echo it.
+fn hide(text: String, secret: &Secret) -> String {
+    let secret = secret.expose();
+    if secret.len() < 3 || !text.contains(secret) {
+        return text;
+    }
+    text.replace(secret, "[redacted]")
 }
 
 /// At most 160 characters of text, tags dropped, whitespace folded, control

@@ -89,7 +89,9 @@ pub fn run(cli: Cli) -> Result<u8, Failure> {
             let settings = settings::submit(&args, &file).map_err(Failure::Usage)?;
             let summary = runtime.block_on(submit::submit(settings, quiet))?;
             if let Some(path) = &args.summary_json {
-                summary.write_json(path).map_err(Failure::Other)?;
+                if let Err(error) = summary.write_json(path) {
+                    tracing::error!("{error:#}");
+                }
             }
             if !quiet || summary.exit_code != 0 {
                 print!("{}", summary.render());

@@ -96,11 +96,6 @@ impl Pace {
         self.window_freed.notify_waiters();
     }
 
-    /// A request that ended without an answer (the run stopped).
-    pub fn abandoned(&self, ticket: Ticket) {
-        self.finished(ticket, Signal::Neutral);
-    }
-
     async fn wait_for_window(&self) {
         let Some(learning) = &self.adaptive else {
             return;

@@ -86,12 +86,21 @@ impl Pool {
     }
 
     fn halt(&self, why: Halt) {
-        warn!(reason = ?why, "stopping the run");
-        self.halt
-            .lock()
-            .expect("halt lock poisoned")
-            .get_or_insert(why);
+        let mut halt = self.halt.lock().expect("halt lock poisoned");
+        if halt.is_none() {
+            warn!(reason = %why, "stopping the run");
+            *halt = Some(why);
+        }
         self.stop.cancel();
+    }
+}
+
+impl std::fmt::Display for Halt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Halt::Login(error) => write!(f, "renewing the login failed: {error}"),
+            Halt::ApiDown(why) => f.write_str(why),
+        }
     }
 }
 
@@ -141,11 +150,13 @@ async fn deliver(pool: &Pool, job: Job) -> Option<Outcome> {
     let mut backoff = pool.policy.delays();
     let mut tries = Tries::default();
     loop {
-        let ticket = pool.pace.ready().await;
-        if pool.stop.is_cancelled() && tries.requests > 0 {
-            pool.pace.abandoned(ticket);
-            return None;
-        }
+        // A stop while waiting for our turn (a 429 pause, the rate) leaves
+        // the row for `--resume`.
+        let ticket = tokio::select! {
+            biased;
+            () = pool.stop.cancelled() => return None,
+            ticket = pool.pace.ready() => ticket,
+        };
         tries.requests += 1;
         let (token, generation) = pool.session.token();
         let answer = pool.session.client().send_event(&token, &job.event).await;
@@ -174,8 +185,8 @@ async fn deliver(pool: &Pool, job: Job) -> Option<Outcome> {
                 ..
             } => {
                 if *status == Some(429) {
-                    pool.pace
-                        .pause(retry_after.unwrap_or(Duration::from_secs(1)));
+                    let asked = retry_after.unwrap_or(Duration::from_secs(1));
+                    pool.pace.pause(asked.min(pool.policy.max_delay));
                     tries.slow_downs += 1;
                 } else {
                     tries.failures += 1;
@@ -251,6 +262,15 @@ fn gave_up(pool: &Pool, job: Job, answer: &Answer, requests: u32) -> Outcome {
     outcome
 }
 
+/// The answer's message, or its HTTP status when it gave none.
+fn explained(answer: &Answer) -> String {
+    match (answer, answer.message(), answer.http_status()) {
+        (Answer::Accepted { .. }, _, _) => String::new(),
+        (_, "", Some(status)) => format!("HTTP {status} with no message"),
+        (_, message, _) => message.to_string(),
+    }
+}
+
 /// The outcome an answer gives a row; `prefix` goes before its message.
 fn finished(job: Job, answer: &Answer, requests: u32, prefix: &str) -> Outcome {
     let status = match answer {
@@ -263,7 +283,7 @@ fn finished(job: Job, answer: &Answer, requests: u32, prefix: &str) -> Outcome {
         status,
         http_status: answer.http_status(),
         error_code: answer.code().to_string(),
-        message: format!("{prefix}{}", answer.message()),
+        message: format!("{prefix}{}", explained(answer)),
         attempts: requests,
         at: SystemTime::now(),
     }

@@ -244,22 +244,33 @@ fn read_lines(
         );
     }
     let mut good_end = skip + reader.position().byte();
+    let ends_cleanly = ends_with_newline(path)?;
 
     loop {
         let start = skip + reader.position().byte();
-        match reader.read_record(&mut record) {
-            Ok(true) => {}
-            Ok(false) | Err(_) => break,
+        let read = reader.read_record(&mut record);
+        if matches!(read, Ok(false)) {
+            break;
         }
         let end = skip + reader.position().byte();
-        let Some(line) = parse_line(&record, width, headers.len(), start, end) else {
-            break;
-        };
-        if end == file_len && !ends_with_newline(path)? {
-            break;
+        let at_end = end >= file_len;
+        let line = read
+            .ok()
+            .and_then(|_| parse_line(&record, width, headers.len(), start, end));
+        match line {
+            Some(line) if !at_end || ends_cleanly => {
+                good_end = end;
+                each(line)?;
+            }
+            // The last line, cut short by a crash: it is dropped.
+            _ if at_end => break,
+            _ => bail!(
+                "line {} of the results file `{}` cannot be read back: it was changed, perhaps \
+                 by saving the file from a spreadsheet. Restore it, or move it away to start afresh",
+                record.position().map_or(0, |p| p.line()),
+                path.display()
+            ),
         }
-        good_end = end;
-        each(line)?;
     }
     Ok(good_end)
 }
@@ -358,16 +369,37 @@ fn rewrite_in_order(path: &Path) -> anyhow::Result<()> {
         .truncate(true)
         .open(&temporary)?;
     let mut out = BufWriter::new(file);
-    io::copy(&mut (&mut source).take(header_end), &mut out)?;
     let mut line = Vec::new();
+    let header = Span {
+        row: 0,
+        start: 0,
+        len: u32::try_from(header_end)?,
+        status: Status::Accepted,
+    };
+    read_span(&mut source, &header, &mut line)?;
+    write_line(&mut out, &line)?;
     for span in spans {
         read_span(&mut source, &span, &mut line)?;
-        out.write_all(&line)?;
+        write_line(&mut out, &line)?;
     }
     let out = out.into_inner().map_err(|e| e.into_error())?;
     out.sync_all()?;
     std::fs::rename(&temporary, path)?;
     Ok(())
+}
+
+/// One line, whatever line ends it was read with, ending in `\n`.
+fn write_line(out: &mut impl Write, line: &[u8]) -> io::Result<()> {
+    let start = line
+        .iter()
+        .position(|b| !matches!(b, b'\r' | b'\n'))
+        .unwrap_or(line.len());
+    let end = line
+        .iter()
+        .rposition(|b| !matches!(b, b'\r' | b'\n'))
+        .map_or(start, |i| i + 1);
+    out.write_all(&line[start..end.max(start)])?;
+    out.write_all(b"\n")
 }
 
 fn read_span(source: &mut File, span: &Span, line: &mut Vec<u8>) -> io::Result<()> {

@@ -110,8 +110,12 @@ pub fn submit(args: &SubmitArgs, file: &FileSettings) -> anyhow::Result<SubmitSe
     let read = read_options(&args.input, file)?;
     let results = match &args.results {
         Some(path) => path.clone(),
+        None if args.connection.sandbox => sandbox_results(&args.input.file),
         None => default_results(&args.input.file),
     };
+    if let Some(path) = &args.summary_json {
+        check_parent(path, "--summary-json")?;
+    }
     let retry = retry_policy(args, file)?;
     let concurrency = concurrency(args.concurrency.clone(), file)?;
     let max_rate = args.max_rate.or(file.max_rate);
@@ -152,6 +156,29 @@ pub fn check(args: &CheckArgs, file: &FileSettings) -> anyhow::Result<(PathBuf, 
 pub fn default_results(input: &Path) -> PathBuf {
     let stem = input.file_stem().unwrap_or_default().to_string_lossy();
     input.with_file_name(format!("{stem}.results.csv"))
+}
+
+/// A trial against the simulated JLP keeps its results apart, so that a
+/// later real run can never take them for its own.
+pub fn sandbox_results(input: &Path) -> PathBuf {
+    let stem = input.file_stem().unwrap_or_default().to_string_lossy();
+    input.with_file_name(format!("{stem}.sandbox.results.csv"))
+}
+
+/// The folder a file is to be written in must exist.
+fn check_parent(path: &Path, flag: &str) -> anyhow::Result<()> {
+    let parent = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    if !parent.is_dir() {
+        bail!(
+            "`{flag} {}`: the folder `{}` does not exist",
+            path.display(),
+            parent.display()
+        );
+    }
+    Ok(())
 }
 
 /// `returns.results.csv` → `returns.failed.csv`.

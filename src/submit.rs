@@ -24,7 +24,7 @@ use crate::outcome::{Outcome, Status};
 use crate::pace::Pace;
 use crate::pool::{self, Halt, Job, Pool};
 use crate::progress::{Counts, Progress};
-use crate::results::{self, Priors, ResultsFile};
+use crate::results::{self, Prior, Priors, ResultsFile};
 use crate::settings::{Concurrency, Connection, SubmitSettings};
 use crate::summary::{Ending, Summary};
 use crate::Failure;
@@ -182,15 +182,16 @@ fn plan(export: &Export, priors: Option<&Priors>) -> Result<Plan, Failure> {
             continue;
         }
         if let Some(prior) = priors.and_then(|p| p.get(&row.number)) {
-            if prior.fields_hash != results::fields_hash(&row.fields) {
+            if prior.status == Status::Accepted && !same_row(prior, &row) {
                 return Err(Failure::usage(anyhow::anyhow!(
-                    "the results file was made from a different input: record {} (line {}) differs; \
-                     choose another `--results` path, or move the old file away",
+                    "the results file was made from a different input: record {} (line {}) \
+                     was accepted with other values; choose another `--results` path, or move \
+                     the old file away",
                     row.number,
                     row.line
                 )));
             }
-            if prior.status != Status::Failed {
+            if settled(prior, &row) {
                 plan.already_done += 1;
                 plan.prior_invalid += u64::from(prior.status == Status::Invalid);
                 continue;
@@ -260,7 +261,22 @@ fn dry_run(
 fn done_before(priors: &Priors, row: &Row) -> bool {
     priors
         .get(&row.number)
-        .is_some_and(|p| p.status != Status::Failed)
+        .is_some_and(|prior| settled(prior, row))
+}
+
+/// An earlier run's outcome stands: the row was accepted, or was found
+/// invalid or a duplicate and has not been corrected since. Failed rows
+/// and corrected rows are taken up again.
+fn settled(prior: &Prior, row: &Row) -> bool {
+    match prior.status {
+        Status::Accepted => true,
+        Status::Invalid | Status::Duplicate => same_row(prior, row),
+        Status::Failed => false,
+    }
+}
+
+fn same_row(prior: &Prior, row: &Row) -> bool {
+    prior.fields_hash == results::fields_hash(&row.fields)
 }
 
 /// The outcome of a row that is not sent, if it is one.
@@ -397,6 +413,7 @@ impl Run<'_> {
             already_done: self.plan.already_done,
             blank: self.plan.blank,
             not_attempted,
+            prior_invalid: self.plan.prior_invalid,
             records: self.plan.records,
             seconds,
             rate_per_second: if seconds > 0.0 {
@@ -470,17 +487,20 @@ fn job(export: &Export, field_columns: &[(String, usize)], row: &Row, id: &str) 
         fields: row.fields.clone(),
         event: Event {
             id: id.to_string(),
-            idempotency_key: idempotency_key(&export.digest, row.number, id),
+            idempotency_key: idempotency_key(&export.path, row.number, id),
             fields,
         },
     }
 }
 
-/// The same for every attempt at a row of this exact file, and different
-/// for any other file, row or id.
-pub fn idempotency_key(digest: &[u8; 32], row: u64, id: &str) -> String {
+/// The same on every attempt and every rerun for a row of a file (by its
+/// name, so rows added to the file later keep their keys), and different
+/// for any other file name, row or id.
+pub fn idempotency_key(file: &Path, row: u64, id: &str) -> String {
+    let name = file.file_name().unwrap_or_default().to_string_lossy();
     let mut hasher = Sha256::new();
-    hasher.update(digest);
+    hasher.update(name.as_bytes());
+    hasher.update([0]);
     hasher.update(row.to_le_bytes());
     hasher.update(id.as_bytes());
     let hash = hasher.finalize();
@@ -615,12 +635,18 @@ mod tests {
 
     #[test]
     fn idempotency_keys_are_stable_and_distinct() {
-        let digest = [7; 32];
-        let key = idempotency_key(&digest, 3, "AB12");
-        assert_eq!(key, idempotency_key(&digest, 3, "AB12"));
+        let file = Path::new("/mail/returns-2026-12-03.csv");
+        let key = idempotency_key(file, 3, "AB12");
+        assert_eq!(
+            key,
+            idempotency_key(Path::new("elsewhere/returns-2026-12-03.csv"), 3, "AB12")
+        );
         assert_eq!(key.len(), 32);
-        assert_ne!(key, idempotency_key(&digest, 4, "AB12"));
-        assert_ne!(key, idempotency_key(&digest, 3, "AB13"));
-        assert_ne!(key, idempotency_key(&[8; 32], 3, "AB12"));
+        assert_ne!(key, idempotency_key(file, 4, "AB12"));
+        assert_ne!(key, idempotency_key(file, 3, "AB13"));
+        assert_ne!(
+            key,
+            idempotency_key(Path::new("returns-2026-12-04.csv"), 3, "AB12")
+        );
     }
 }

@@ -34,6 +34,8 @@ pub struct Summary {
     pub blank: u64,
     /// Rows with no outcome yet: `--resume` takes them up.
     pub not_attempted: u64,
+    /// Rows an earlier run found invalid, still so.
+    pub prior_invalid: u64,
     pub records: u64,
     pub seconds: f64,
     pub rate_per_second: f64,
@@ -74,7 +76,16 @@ impl Summary {
             ));
         }
         if self.not_attempted > 0 {
-            out.push_str(&format!("  not yet sent: {}\n", self.not_attempted));
+            out.push_str(&format!(
+                "  not finished: {} (`--resume` takes them up)\n",
+                self.not_attempted
+            ));
+        }
+        if self.prior_invalid > 0 {
+            out.push_str(&format!(
+                "  still invalid from before: {} (correct them in the input)\n",
+                self.prior_invalid
+            ));
         }
         out.push_str(&format!(
             "  time:       {:.1} s ({:.0} rows/s)\n",

@@ -398,6 +398,44 @@ fn resume_refuses_a_results_file_made_from_a_different_input() {
 }
 
 #[test]
+fn rows_corrected_after_a_dry_run_are_judged_again() {
+    let server = Server::default();
+    let work = Work::new();
+    work.write("r.csv", export_rows(2) + ",Forgot the id,Moved\r\n");
+    assert_eq!(work.run(&["submit", "r.csv", "--dry-run"], &[]).code, 1);
+    work.write(
+        "r.csv",
+        export_rows(2) + "ZZ99-ZZ99-ZZ99-ZZ99,Forgot the id,Moved\r\n",
+    );
+
+    let run = work.submit("r.csv", &server, &["--resume"]);
+
+    assert_eq!(run.code, 0, "{}", run.all());
+    assert_eq!(
+        statuses(&work.results("r.results.csv")),
+        ["accepted", "accepted", "accepted"]
+    );
+    assert_eq!(server.events(), 3);
+}
+
+#[test]
+fn a_results_line_changed_by_hand_stops_resume_instead_of_resending() {
+    let server = Server::default();
+    let work = Work::new();
+    work.write("r.csv", export_rows(6));
+    assert_eq!(work.submit("r.csv", &server, &[]).code, 0);
+    let path = work.path("r.results.csv");
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, text.replacen(",accepted,", ",Accepted,", 3)).unwrap();
+
+    let run = work.submit("r.csv", &server, &["--resume"]);
+
+    assert_eq!(run.code, 2, "{}", run.all());
+    assert!(run.stderr.contains("cannot be read back"), "{}", run.stderr);
+    assert_eq!(server.events(), 6, "nothing is sent again");
+}
+
+#[test]
 fn resume_retries_failed_rows_and_keeps_one_line_per_row() {
     let server = Server::start(common::unknown(&["RT00-0001-AAAA-BBBB"]));
     let work = Work::new();
@@ -510,4 +548,65 @@ fn odd_error_bodies_give_a_short_safe_message() {
     assert_eq!(rows[1]["rts_http_status"], "422");
     assert_eq!(rows[2]["rts_error_code"], "'=cmd");
     assert_eq!(rows[2]["rts_message"], "'=HYPERLINK(\"x\")");
+}
+
+#[test]
+fn a_long_retry_after_is_capped_by_max_delay() {
+    let url = mock(|_, path| {
+        if path.ends_with("/login") {
+            login_ok()
+        } else {
+            response("429 Too Many Requests", &["Retry-After: 999999"], "")
+        }
+    });
+    let work = Work::new();
+    work.write("r.csv", export_rows(1));
+    let started = Instant::now();
+
+    let run = work.run(
+        &submit_args(&url, &["--max-delay", "0.2"])
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+        &[("JLP_USERNAME", "demo"), ("JLP_PASSWORD", "demo")],
+    );
+
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(run.code, 1, "{}", run.all());
+    let rows = work.results("r.results.csv");
+    assert_eq!(rows[0]["rts_http_status"], "429");
+    assert!(
+        rows[0]["rts_message"].contains("HTTP 429"),
+        "{}",
+        rows[0]["rts_message"]
+    );
+}
+
+#[test]
+fn a_server_echoing_the_password_does_not_get_it_printed() {
+    let url = mock(|_, _| {
+        response(
+            "401 Unauthorized",
+            &[],
+            r#"{"messages":[{"code":"bad","level":"error","message":"bad password for body {\"password\":\"Zebra-Fish-42\"}"}]}"#,
+        )
+    });
+    let work = Work::new();
+    work.write("r.csv", export_rows(1));
+
+    let run = work.run(
+        &submit_args(&url, &[])
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+        &[("JLP_USERNAME", "demo"), ("JLP_PASSWORD", "Zebra-Fish-42")],
+    );
+
+    assert_eq!(run.code, 3, "{}", run.all());
+    assert!(!run.all().contains("Zebra-Fish-42"), "{}", run.all());
+    assert!(run.stderr.contains("[redacted]"), "{}", run.stderr);
 }

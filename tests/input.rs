@@ -442,3 +442,36 @@ fn a_workbook_sheet_can_be_chosen_and_a_missing_one_is_named() {
     assert_eq!(missing.code, 2, "{}", missing.all());
     assert!(missing.stderr.contains("Returns"), "{}", missing.stderr);
 }
+
+#[test]
+fn utf16_without_a_byte_order_mark_is_recognised() {
+    let work = Work::new();
+    let bytes: Vec<u8> = delimited('\t', "\r\n")
+        .encode_utf16()
+        .flat_map(u16::to_le_bytes)
+        .collect();
+    work.write("nobom.txt", bytes);
+
+    let run = work.run(&["check", "nobom.txt"], &[]);
+
+    assert!(run.stdout.contains("UTF-16LE"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("id column:   Supporter ID"),
+        "{}",
+        run.stdout
+    );
+}
+
+#[test]
+fn ids_mangled_by_a_spreadsheet_with_decimal_commas_are_caught() {
+    let work = Work::new();
+    work.write(
+        "r.csv",
+        "sep=;\r\ncustomer_id;name\r\n1,23457E+11;a\r\n123456,0;b\r\nAB12-CD34-EF56-GH78;c\r\n",
+    );
+
+    let run = work.run(&["check", "r.csv"], &[]);
+
+    assert!(run.stdout.contains("invalid:   2"), "{}", run.stdout);
+    assert!(run.stdout.contains("as Text"), "{}", run.stdout);
+}

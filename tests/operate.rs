@@ -418,3 +418,15 @@ fn json_logs_are_one_object_a_line() {
     }
     assert!(log.contains("logged in"), "{log}");
 }
+
+#[test]
+fn a_summary_path_in_a_missing_folder_is_refused_before_anything_is_sent() {
+    let server = Server::default();
+    let work = Work::new();
+    work.write("r.csv", export_rows(2));
+
+    let run = work.submit("r.csv", &server, &["--summary-json", "nowhere/s.json"]);
+
+    assert_eq!(run.code, 2, "{}", run.all());
+    assert!(server.stats().paths.is_empty());
+}

@@ -358,7 +358,7 @@ fn the_shipped_sample_runs_against_the_built_in_sandbox() {
     );
 
     assert_eq!(run.code, 0, "{}", run.all());
-    let rows = work.results("returned-mail-2026-12-03.results.csv");
+    let rows = work.results("returned-mail-2026-12-03.sandbox.results.csv");
     assert!(rows.len() >= 20);
     assert!(rows.iter().all(|r| r["rts_status"] == "accepted"));
     let nt = rows.iter().find(|r| r["State"] == "NT").unwrap();
@@ -369,6 +369,10 @@ fn the_shipped_sample_runs_against_the_built_in_sandbox() {
     assert!(
         rows.iter().any(|r| r["Address Line 1"].contains('\n')),
         "quoted line breaks survive"
+    );
+    assert!(
+        !work.path("returned-mail-2026-12-03.results.csv").exists(),
+        "a trial's results are kept apart from a real run's"
     );
 }
 

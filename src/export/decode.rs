@@ -11,7 +11,6 @@ use std::path::Path;
 
 use encoding_rs::{Encoding, UTF_16BE, UTF_16LE, UTF_8, WINDOWS_1252};
 use encoding_rs_io::DecodeReaderBytesBuilder;
-use sha2::{Digest, Sha256};
 
 /// What one full read of the raw bytes tells us.
 #[derive(Debug, Clone)]
@@ -19,18 +18,14 @@ pub struct Sniffed {
     pub encoding: &'static Encoding,
     /// How the encoding was chosen, for `check` and the logs.
     pub reason: &'static str,
-    /// SHA-256 of the file's bytes: ties a results file and its
-    /// idempotency keys to exactly this input.
-    pub digest: [u8; 32],
 }
 
-/// Reads the file once: its digest, its byte order mark, and whether the
+/// Reads the file once: its byte order mark, and whether the
 /// bytes are valid UTF-8. `forced` wins over all of it.
 pub fn sniff(path: &Path, forced: Option<&'static Encoding>) -> io::Result<Sniffed> {
     let mut file = BufReader::with_capacity(64 * 1024, File::open(path)?);
-    let mut hasher = Sha256::new();
     let mut utf8 = Utf8Check::default();
-    let mut head = Vec::with_capacity(3);
+    let mut head = Vec::with_capacity(HEAD_BYTES);
     let mut buf = vec![0; 64 * 1024];
 
     loop {
@@ -39,21 +34,15 @@ pub fn sniff(path: &Path, forced: Option<&'static Encoding>) -> io::Result<Sniff
             break;
         }
         let chunk = &buf[..n];
-        hasher.update(chunk);
-        if head.len() < 3 {
-            let take = (3 - head.len()).min(n);
+        if head.len() < HEAD_BYTES {
+            let take = (HEAD_BYTES - head.len()).min(n);
             head.extend_from_slice(&chunk[..take]);
         }
         utf8.feed(chunk);
     }
 
-    let digest = hasher.finalize().into();
     let (encoding, reason) = choose(forced, &head, utf8.finish());
-    Ok(Sniffed {
-        encoding,
-        reason,
-        digest,
-    })
+    Ok(Sniffed { encoding, reason })
 }
 
 fn choose(
@@ -67,10 +56,40 @@ fn choose(
     if let Some((encoding, _)) = Encoding::for_bom(head) {
         return (encoding, "byte order mark");
     }
+    if let Some(encoding) = utf16_without_bom(head) {
+        return (encoding, "UTF-16 without a byte order mark");
+    }
     if valid_utf8 {
         (UTF_8, "valid UTF-8")
     } else {
         (WINDOWS_1252, "not valid UTF-8, read as Windows-1252")
+    }
+}
+
+/// How much of the start of the file is looked at for UTF-16 without a mark.
+const HEAD_BYTES: usize = 4096;
+
+/// Text in UTF-16 has a zero in every other byte wherever it is ASCII; no
+/// CSV in an 8-bit encoding has many zeros at all.
+fn utf16_without_bom(head: &[u8]) -> Option<&'static Encoding> {
+    let pairs = head.len() / 2;
+    if pairs < 4 {
+        return None;
+    }
+    let zeros = |offset: usize| {
+        head.iter()
+            .skip(offset)
+            .step_by(2)
+            .filter(|b| **b == 0)
+            .count()
+    };
+    let (even, odd) = (zeros(0), zeros(1));
+    let mostly = |n: usize| n * 10 >= pairs * 3;
+    let rarely = |n: usize| n * 20 <= pairs;
+    match (mostly(odd) && rarely(even), mostly(even) && rarely(odd)) {
+        (true, _) => Some(UTF_16LE),
+        (_, true) => Some(UTF_16BE),
+        _ => None,
     }
 }
 
@@ -149,6 +168,16 @@ mod tests {
         let mut check = Utf8Check::default();
         check.feed(b"Ren\xc3");
         assert!(!check.finish());
+    }
+
+    #[test]
+    fn utf16_without_a_mark_is_recognised_by_its_zeros() {
+        let text = "customer_id\tname\r\nAB12\tRenée\r\n";
+        let le: Vec<u8> = text.encode_utf16().flat_map(u16::to_le_bytes).collect();
+        let be: Vec<u8> = text.encode_utf16().flat_map(u16::to_be_bytes).collect();
+        assert_eq!(utf16_without_bom(&le), Some(UTF_16LE));
+        assert_eq!(utf16_without_bom(&be), Some(UTF_16BE));
+        assert_eq!(utf16_without_bom(text.as_bytes()), None);
     }
 
     #[test]

@@ -27,7 +27,7 @@ pub fn check_id(raw: &str) -> Result<&str, String> {
             "the id is {length} characters long; JLP ids are at most {MAX_ID_CHARS}"
         ));
     }
-    if let Some(c) = id.chars().find(|c| c.is_control()) {
+    if let Some(c) = id.chars().find(|c| c.is_control() || invisible(*c)) {
         return Err(format!(
             "the id holds a control character (U+{:04X}); retype it",
             u32::from(c)
@@ -50,9 +50,17 @@ pub fn check_id(raw: &str) -> Result<&str, String> {
     Ok(id)
 }
 
-/// `1.23457E+11`, `123456.0`: what Excel makes of a long numeric-looking id.
+/// Characters that print as nothing: a pasted id can carry them unseen.
+fn invisible(c: char) -> bool {
+    matches!(c, '\u{ad}' | '\u{200b}'..='\u{200f}' | '\u{2060}'..='\u{2064}' | '\u{feff}')
+}
+
+/// `1.23457E+11`, `123456.0` (or `1,23457E+11`, `123456,0` where the
+/// decimal mark is a comma): what a spreadsheet makes of a long
+/// numeric-looking id.
 fn looks_converted(id: &str) -> bool {
-    scientific(id) || trailing_point_zero(id)
+    let unsigned = id.strip_prefix('-').unwrap_or(id);
+    scientific(unsigned) || trailing_point_zero(unsigned)
 }
 
 fn scientific(id: &str) -> bool {
@@ -60,12 +68,12 @@ fn scientific(id: &str) -> bool {
         return false;
     };
     let exponent = exponent.strip_prefix(['+', '-']).unwrap_or(exponent);
-    let (whole, fraction) = mantissa.split_once('.').unwrap_or((mantissa, "0"));
+    let (whole, fraction) = mantissa.split_once(['.', ',']).unwrap_or((mantissa, "0"));
     all_digits(whole) && all_digits(fraction) && all_digits(exponent)
 }
 
 fn trailing_point_zero(id: &str) -> bool {
-    match id.split_once('.') {
+    match id.split_once(['.', ',']) {
         Some((whole, zeros)) => {
             all_digits(whole) && !zeros.is_empty() && zeros.bytes().all(|b| b == b'0')
         }
@@ -103,6 +111,10 @@ mod tests {
             ("..", "only dots"),
             ("1.23457E+11", "spreadsheet"),
             ("123456789012.0", "spreadsheet"),
+            ("1,23457E+11", "spreadsheet"),
+            ("123456,0", "spreadsheet"),
+            ("-1.5E-3", "spreadsheet"),
+            ("AB\u{200b}CD", "control character"),
         ];
         for (id, reason) in cases {
             let err = check_id(id).unwrap_err();

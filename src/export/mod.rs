@@ -75,8 +75,6 @@ pub struct Export {
     pub headers: Vec<String>,
     pub id_index: usize,
     has_header: bool,
-    /// SHA-256 of the file's bytes.
-    pub digest: [u8; 32],
 }
 
 /// One data record and what to do with it.
@@ -149,7 +147,6 @@ impl Export {
             headers: Vec::new(),
             id_index: 0,
             has_header: !options.no_header,
-            digest: sniffed.digest,
         };
         export.settle_columns(options)?;
         Ok(export)
@@ -191,6 +188,14 @@ impl Export {
         InputError::Structure {
             path: self.path.clone(),
             message,
+        }
+    }
+
+    /// The field delimiter of a text file.
+    pub fn delimiter(&self) -> Option<u8> {
+        match self.format {
+            Format::Text { delimiter, .. } => Some(delimiter),
+            Format::Workbook { .. } => None,
         }
     }
 
@@ -383,6 +388,8 @@ impl Rows {
             ))
         } else if let Some(problem) = oversized(&fields) {
             Verdict::Invalid(problem)
+        } else if let Some(problem) = swallowed(&fields, self.export.delimiter()) {
+            Verdict::Invalid(problem)
         } else {
             match id::check_id(&fields[self.export.id_index]) {
                 Ok(id) => self.seen.verdict(id, self.number),
@@ -403,6 +410,31 @@ impl Rows {
             verdict,
         }
     }
+}
+
+/// A value spanning lines that look like whole records: a stray quote has
+/// probably swallowed the rows that follow it.
+fn swallowed(fields: &[String], delimiter: Option<u8>) -> Option<String> {
+    let delimiter = char::from(delimiter?);
+    let width = fields.len();
+    if width < 3 {
+        return None;
+    }
+    fields.iter().enumerate().find_map(|(column, field)| {
+        let rows_inside = field
+            .split(['\r', '\n'])
+            .skip(1)
+            .filter(|line| line.matches(delimiter).count() >= width - 1)
+            .count();
+        (rows_inside > 0).then(|| {
+            format!(
+                "field {} holds {rows_inside} line(s) that look like whole rows: a quote is \
+                 probably not closed where it should be, which hides those rows; check the \
+                 quotes in this record",
+                column + 1
+            )
+        })
+    })
 }
 
 fn oversized(fields: &[String]) -> Option<String> {
@@ -519,6 +551,21 @@ mod tests {
             let rows = rows_of(text.as_bytes());
             assert_eq!(lines(&rows), vec![(1, 2), (2, 5), (3, 6)], "{end:?}");
         }
+    }
+
+    #[test]
+    fn rows_swallowed_by_a_stray_quote_make_the_record_invalid() {
+        let text = "id,name,reason\nA1,Ann,x\nA2,\"Bob \"\"Jr,y\nA3,Cy,z\nA4,Di,w\nA5,\"Ed\",v\n";
+        let rows = rows_of(text.as_bytes());
+        let Verdict::Invalid(reason) = &rows[1].verdict else {
+            panic!("{:?}", rows[1].verdict);
+        };
+        assert!(reason.contains("look like whole rows"), "{reason}");
+        let address = "id,name,address\nA1,Ann,\"Flat 2\n10 High St, Town\"\n";
+        assert!(matches!(
+            rows_of(address.as_bytes())[0].verdict,
+            Verdict::Send(_)
+        ));
     }
 
     #[test]
