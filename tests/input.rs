@@ -56,20 +56,41 @@ fn windows_1252(text: &str) -> Vec<u8> {
 
 /// A minimal `.xlsx` workbook holding `rows` as text cells.
 fn xlsx(rows: &[[&str; 4]]) -> Vec<u8> {
+    let mut cells = Vec::new();
+    for (r, row) in rows.iter().enumerate() {
+        for (c, cell) in row.iter().enumerate().filter(|(_, cell)| !cell.is_empty()) {
+            cells.push((
+                format!("{}{}", (b'A' + c as u8) as char, r + 1),
+                cell.to_string(),
+            ));
+        }
+    }
+    xlsx_cells(&cells)
+}
+
+/// A minimal `.xlsx` workbook with text in the cells named, in row order.
+fn xlsx_cells(cells: &[(String, String)]) -> Vec<u8> {
     use std::io::Write;
     const MAIN: &str = "http://schemas.openxmlformats.org/spreadsheetml/2006/main";
     const RELS: &str = "http://schemas.openxmlformats.org/package/2006/relationships";
     const DOC: &str = "http://schemas.openxmlformats.org/officeDocument/2006/relationships";
     let mut sheet =
         format!(r#"<?xml version="1.0" encoding="UTF-8"?><worksheet xmlns="{MAIN}"><sheetData>"#);
-    for (r, row) in rows.iter().enumerate() {
-        sheet.push_str(&format!(r#"<row r="{}">"#, r + 1));
-        for (c, cell) in row.iter().enumerate().filter(|(_, cell)| !cell.is_empty()) {
-            let reference = format!("{}{}", (b'A' + c as u8) as char, r + 1);
-            sheet.push_str(&format!(
-                r#"<c r="{reference}" t="inlineStr"><is><t>{cell}</t></is></c>"#
-            ));
+    let mut open_row = String::new();
+    for (reference, text) in cells {
+        let row: String = reference.chars().filter(char::is_ascii_digit).collect();
+        if row != open_row {
+            if !open_row.is_empty() {
+                sheet.push_str("</row>");
+            }
+            sheet.push_str(&format!(r#"<row r="{row}">"#));
+            open_row = row;
         }
+        sheet.push_str(&format!(
+            r#"<c r="{reference}" t="inlineStr"><is><t>{text}</t></is></c>"#
+        ));
+    }
+    if !open_row.is_empty() {
         sheet.push_str("</row>");
     }
     sheet.push_str("</sheetData></worksheet>");
@@ -474,4 +495,31 @@ fn ids_mangled_by_a_spreadsheet_with_decimal_commas_are_caught() {
 
     assert!(run.stdout.contains("invalid:   2"), "{}", run.stdout);
     assert!(run.stdout.contains("as Text"), "{}", run.stdout);
+}
+
+#[test]
+fn a_workbook_with_a_far_away_cell_is_read_without_a_huge_allocation() {
+    let server = Server::default();
+    let work = Work::new();
+    let cells = [
+        ("A1", "customer_id"),
+        ("B1", "name"),
+        ("A2", "AB12-CD34-EF56-GH78"),
+        ("B2", "Jane"),
+        ("XFD200000", "stray"),
+    ]
+    .map(|(r, t)| (r.to_string(), t.to_string()));
+    work.write("far.xlsx", xlsx_cells(&cells));
+
+    let run = work.submit("far.xlsx", &server, &[]);
+
+    assert_eq!(run.code, 1, "{}", run.all());
+    let rows = work.results("far.results.csv");
+    assert_eq!(rows[0]["rts_status"], "accepted");
+    assert_eq!(
+        rows.len(),
+        2,
+        "blank rows are skipped; the stray cell's row is invalid"
+    );
+    assert_eq!(rows[1]["rts_row"], "199999");
 }

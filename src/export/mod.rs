@@ -235,9 +235,9 @@ impl Export {
                     })?;
                 Ok(Box::new(TextSource::new(text, *delimiter, *sep_line)))
             }
-            Format::Workbook { sheet } => sheet::open(&self.path, sheet)
-                .map(|s| Box::new(s) as Box<dyn Source>)
-                .map_err(|message| self.structure(message)),
+            Format::Workbook { sheet } => {
+                sheet::open(&self.path, sheet).map_err(|message| self.structure(message))
+            }
         }
     }
 }

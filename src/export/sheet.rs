@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use calamine::{open_workbook_auto, Data, Range, Reader};
+use calamine::{open_workbook, open_workbook_auto, Data, Range, Reader, Xlsx};
 
 use super::{Record, Source};
 
@@ -35,31 +35,141 @@ pub fn sheet_name(path: &Path, wanted: Option<&str>) -> Result<String, String> {
     }
 }
 
-/// The records of one sheet.
-pub struct SheetSource {
+/// The records of a sheet, from a `.xlsx` workbook streamed cell by cell,
+/// or from another kind of workbook loaded whole.
+pub fn open(path: &Path, sheet: &str) -> Result<Box<dyn Source>, String> {
+    let extension = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+    if matches!(extension.to_ascii_lowercase().as_str(), "xlsx" | "xlsm") {
+        Ok(Box::new(StreamedSheet::start(path, sheet)))
+    } else {
+        Ok(Box::new(LoadedSheet::open(path, sheet)?))
+    }
+}
+
+/// A `.xlsx` sheet read cell by cell on a thread of its own, a row at a
+/// time, so memory does not grow with the sheet.
+struct StreamedSheet {
+    rows: std::sync::mpsc::Receiver<Result<Record, String>>,
+}
+
+impl StreamedSheet {
+    fn start(path: &Path, sheet: &str) -> StreamedSheet {
+        let (sender, rows) = std::sync::mpsc::sync_channel(256);
+        let (path, sheet) = (path.to_path_buf(), sheet.to_string());
+        std::thread::spawn(move || {
+            if let Err(message) = stream_rows(&path, &sheet, &sender) {
+                let _ = sender.send(Err(message));
+            }
+        });
+        StreamedSheet { rows }
+    }
+}
+
+/// Sends each row as it is complete; rows the sheet skips are sent empty,
+/// so record numbers follow the sheet's rows.
+fn stream_rows(
+    path: &Path,
+    sheet: &str,
+    sender: &std::sync::mpsc::SyncSender<Result<Record, String>>,
+) -> Result<(), String> {
+    let mut book: Xlsx<_> =
+        open_workbook(path).map_err(|e| format!("cannot open the workbook: {e}"))?;
+    let mut cells = book
+        .worksheet_cells_reader(sheet)
+        .map_err(|e| format!("cannot read sheet `{sheet}`: {e}"))?;
+    let mut row: Option<(u32, Vec<String>)> = None;
+    while let Some(cell) = cells
+        .next_cell()
+        .map_err(|e| format!("cannot read sheet `{sheet}`: {e}"))?
+    {
+        let (at, column) = cell.get_position();
+        let text = cell_text(&Data::from(cell.get_value().clone()));
+        match &mut row {
+            Some((current, fields)) if *current == at => put(fields, column, text),
+            _ => {
+                if let Some((previous, fields)) = row.take() {
+                    send_row(sender, previous, fields, at)?;
+                }
+                let mut fields = Vec::new();
+                put(&mut fields, column, text);
+                row = Some((at, fields));
+            }
+        }
+    }
+    if let Some((last, fields)) = row {
+        send_row(sender, last, fields, last + 1)?;
+    }
+    Ok(())
+}
+
+fn put(fields: &mut Vec<String>, column: u32, text: String) {
+    let column = column as usize;
+    if text.is_empty() {
+        return;
+    }
+    if fields.len() <= column {
+        fields.resize(column + 1, String::new());
+    }
+    fields[column] = text;
+}
+
+/// Sends row `at`, then an empty record for each row skipped before `next`.
+fn send_row(
+    sender: &std::sync::mpsc::SyncSender<Result<Record, String>>,
+    at: u32,
+    fields: Vec<String>,
+    next: u32,
+) -> Result<(), String> {
+    let stopped = || "the reader stopped".to_string();
+    let line = u64::from(at) + 1;
+    sender
+        .send(Ok(Record { fields, line }))
+        .map_err(|_| stopped())?;
+    for skipped in at + 1..next {
+        let line = u64::from(skipped) + 1;
+        sender
+            .send(Ok(Record {
+                fields: Vec::new(),
+                line,
+            }))
+            .map_err(|_| stopped())?;
+    }
+    Ok(())
+}
+
+impl Source for StreamedSheet {
+    fn next_record(&mut self) -> Option<Result<Record, String>> {
+        self.rows.recv().ok()
+    }
+}
+
+/// An `.xls` or `.ods` sheet.
+struct LoadedSheet {
     range: Range<Data>,
     next: usize,
     first_row: u64,
 }
 
-// Known limit: the sheet is loaded whole into memory by calamine, so a
-// workbook is not streamed the way a CSV file is; exports big enough for this
-// to matter should be saved as CSV.
-pub fn open(path: &Path, sheet: &str) -> Result<SheetSource, String> {
-    let mut workbook =
-        open_workbook_auto(path).map_err(|e| format!("cannot open the workbook: {e}"))?;
-    let range = workbook
-        .worksheet_range(sheet)
-        .map_err(|e| format!("cannot read sheet `{sheet}`: {e}"))?;
-    let first_row = range.start().map_or(0, |(row, _)| u64::from(row));
-    Ok(SheetSource {
-        range,
-        next: 0,
-        first_row,
-    })
+impl LoadedSheet {
+    // Known limit: calamine offers no cell-by-cell reader for `.xls` and
+    // `.ods`, so such a sheet is loaded whole; save big ones as `.xlsx` or
+    // CSV, which are streamed.
+    fn open(path: &Path, sheet: &str) -> Result<LoadedSheet, String> {
+        let mut workbook =
+            open_workbook_auto(path).map_err(|e| format!("cannot open the workbook: {e}"))?;
+        let range = workbook
+            .worksheet_range(sheet)
+            .map_err(|e| format!("cannot read sheet `{sheet}`: {e}"))?;
+        let first_row = range.start().map_or(0, |(row, _)| u64::from(row));
+        Ok(LoadedSheet {
+            range,
+            next: 0,
+            first_row,
+        })
+    }
 }
 
-impl Source for SheetSource {
+impl Source for LoadedSheet {
     fn next_record(&mut self) -> Option<Result<Record, String>> {
         if self.next >= self.range.height() {
             return None;
