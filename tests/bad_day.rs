@@ -10,17 +10,10 @@ use std::time::{Duration, Instant};
 use common::{count, export_rows, login_ok, mock, response, statuses, Server, Work};
 use jlp_rts::sandbox::SandboxConfig;
 
-fn submit_args(server_url: &str, extra: &[&str]) -> Vec<String> {
-    let mut args: Vec<String> = ["submit", "r.csv", "--base-url", server_url]
-        .map(String::from)
-        .to_vec();
-    args.extend(extra.iter().map(|s| s.to_string()));
-    args
-}
-
 fn spawn(work: &Work, url: &str, extra: &[&str]) -> Child {
     work.command()
-        .args(submit_args(url, extra))
+        .args(["submit", "r.csv", "--base-url", url])
+        .args(extra)
         .env("JLP_USERNAME", "demo")
         .env("JLP_PASSWORD", "demo")
         .stdout(Stdio::piped())
@@ -176,13 +169,7 @@ fn a_refused_renewal_stops_the_run_with_exit_3() {
     let work = Work::new();
     work.write("r.csv", export_rows(5));
 
-    let run = work.run(
-        &submit_args(&url, &[])
-            .iter()
-            .map(String::as_str)
-            .collect::<Vec<_>>(),
-        &[("JLP_USERNAME", "demo"), ("JLP_PASSWORD", "demo")],
-    );
+    let run = work.submit_to("r.csv", &url, &[]);
 
     assert_eq!(run.code, 3, "{}", run.all());
     assert!(run.stdout.contains("Account locked."), "{}", run.stdout);
@@ -198,13 +185,7 @@ fn an_unreachable_api_exits_4_quickly_and_records_nothing_as_accepted() {
     work.write("r.csv", export_rows(10));
     let started = Instant::now();
 
-    let run = work.run(
-        &submit_args(&url, &[])
-            .iter()
-            .map(String::as_str)
-            .collect::<Vec<_>>(),
-        &[("JLP_USERNAME", "demo"), ("JLP_PASSWORD", "demo")],
-    );
+    let run = work.submit_to("r.csv", &url, &[]);
 
     assert_eq!(run.code, 4, "{}", run.all());
     assert!(started.elapsed() < Duration::from_secs(60));
@@ -491,13 +472,7 @@ fn a_redirect_is_not_followed_and_names_the_new_location() {
     let work = Work::new();
     work.write("r.csv", export_rows(1));
 
-    let run = work.run(
-        &submit_args(&url, &[])
-            .iter()
-            .map(String::as_str)
-            .collect::<Vec<_>>(),
-        &[("JLP_USERNAME", "demo"), ("JLP_PASSWORD", "demo")],
-    );
+    let run = work.submit_to("r.csv", &url, &[]);
 
     assert_eq!(run.code, 1, "{}", run.all());
     let rows = work.results("r.results.csv");
@@ -534,13 +509,7 @@ fn odd_error_bodies_give_a_short_safe_message() {
     let work = Work::new();
     work.write("r.csv", export_rows(3));
 
-    let run = work.run(
-        &submit_args(&url, &[])
-            .iter()
-            .map(String::as_str)
-            .collect::<Vec<_>>(),
-        &[("JLP_USERNAME", "demo"), ("JLP_PASSWORD", "demo")],
-    );
+    let run = work.submit_to("r.csv", &url, &[]);
 
     assert_eq!(run.code, 1, "{}", run.all());
     let rows = work.results("r.results.csv");
@@ -563,13 +532,7 @@ fn a_long_retry_after_is_capped_by_max_delay() {
     work.write("r.csv", export_rows(1));
     let started = Instant::now();
 
-    let run = work.run(
-        &submit_args(&url, &["--max-delay", "0.2"])
-            .iter()
-            .map(String::as_str)
-            .collect::<Vec<_>>(),
-        &[("JLP_USERNAME", "demo"), ("JLP_PASSWORD", "demo")],
-    );
+    let run = work.submit_to("r.csv", &url, &["--max-delay", "0.2"]);
 
     assert!(
         started.elapsed() < Duration::from_secs(30),
@@ -598,11 +561,9 @@ fn a_server_echoing_the_password_does_not_get_it_printed() {
     let work = Work::new();
     work.write("r.csv", export_rows(1));
 
+    let args = ["submit", "r.csv", "--base-url", &url];
     let run = work.run(
-        &submit_args(&url, &[])
-            .iter()
-            .map(String::as_str)
-            .collect::<Vec<_>>(),
+        &args,
         &[("JLP_USERNAME", "demo"), ("JLP_PASSWORD", "Zebra-Fish-42")],
     );
 

@@ -131,8 +131,12 @@ impl Work {
 
     /// `jlp-rts submit FILE --base-url URL` as the demo user, plus `extra`.
     pub fn submit(&self, file: &str, server: &Server, extra: &[&str]) -> Run {
-        let url = server.url();
-        let mut args = vec!["submit", file, "--base-url", &url];
+        self.submit_to(file, &server.url(), extra)
+    }
+
+    /// The same against any loopback server, a mock included.
+    pub fn submit_to(&self, file: &str, url: &str, extra: &[&str]) -> Run {
+        let mut args = vec!["submit", file, "--base-url", url];
         args.extend_from_slice(extra);
         self.run(&args, &[("JLP_USERNAME", "demo"), ("JLP_PASSWORD", "demo")])
     }
