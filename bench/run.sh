@@ -40,6 +40,9 @@ die() { printf 'bench: %s\n' "$*" >&2; exit 1; }
 # caller's environment from redirecting curl, wrk or jlp-rts elsewhere.
 unset http_proxy HTTP_PROXY https_proxy HTTPS_PROXY all_proxy ALL_PROXY
 export no_proxy=127.0.0.1,localhost NO_PROXY=127.0.0.1,localhost
+# Nor let a settings file or password file named in the environment change
+# what is measured (max_rate, fields, ...) or be read at all.
+unset JLP_RTS_CONFIG JLP_PASSWORD_FILE JLP_BASE_URL
 
 # --- 1. tools ---------------------------------------------------------------
 find_nginx() { command -v nginx 2>/dev/null || { [[ -x /usr/sbin/nginx ]] && echo /usr/sbin/nginx; } || true; }
@@ -290,16 +293,29 @@ fi
 if [[ -f "$RESULTS" ]]; then
     RESULT_ROWS=$(( $(wc -l <"$RESULTS") - 1 ))
     ((RESULT_ROWS >= 0)) || RESULT_ROWS=0
+    # Rows whose rts_status is "accepted" (the file starts with a UTF-8 BOM).
+    RESULT_ACCEPTED=$(python3 - "$RESULTS" <<'EOF'
+import csv, sys
+with open(sys.argv[1], encoding="utf-8-sig", newline="") as fh:
+    r = csv.DictReader(fh)
+    if "rts_status" not in (r.fieldnames or []):
+        print("n/a")
+    else:
+        print(sum(1 for row in r if row["rts_status"] == "accepted"))
+EOF
+) || RESULT_ACCEPTED="n/a"
 else
     RESULT_ROWS="missing"
+    RESULT_ACCEPTED="missing"
 fi
 SERVED=$(( REQ_AFTER - REQ_BEFORE - 1 ))  # minus the status request itself
 
 # --- 6. report --------------------------------------------------------------
 python3 - "$WALL_RAW" "$((T1 - T0))" "$USER_S" "$SYS_S" "$RSS_KB" "$ROWS" "$WRK_RPS" \
-    "$JLP_RC" "$RESULT_ROWS" "$SERVED" "$CONCURRENCY" "$DURATION" <<'EOF'
+    "$JLP_RC" "$RESULT_ROWS" "$RESULT_ACCEPTED" "$SERVED" "$CONCURRENCY" "$DURATION" <<'EOF'
 import sys
-wall_raw, wall_ns, user, sys_, rss_kb, rows, wrk_rps, rc, result_rows, served, conc, dur = sys.argv[1:]
+(wall_raw, wall_ns, user, sys_, rss_kb, rows, wrk_rps, rc, result_rows, accepted,
+ served, conc, dur) = sys.argv[1:]
 # Own nanosecond clock around the run; time -v's figure (0.01 s steps) as fallback.
 secs = int(wall_ns) / 1e9
 if secs <= 0:
@@ -321,6 +337,7 @@ lines = [
     ("CPU per 1,000 rows", "%.4f s" % (cpu / rows * 1000.0)),
     ("exit code", rc),
     ("results file rows", result_rows),
+    ("  of which accepted", accepted),
     ("requests seen by server", served),
 ]
 width = max(len(k) for k, _ in lines)
@@ -334,6 +351,8 @@ if [[ "$RESULT_ROWS" == missing ]]; then
     say "note: no results file was written"
 elif [[ "$RESULT_ROWS" != "$ROWS" ]]; then
     say "note: results file has $RESULT_ROWS rows for $ROWS input rows"
+elif [[ "$RESULT_ACCEPTED" != "$ROWS" ]]; then
+    say "note: $RESULT_ACCEPTED of $ROWS rows were accepted"
 fi
 if ((SERVED < ROWS)); then
     say "note: the server saw $SERVED requests for $ROWS rows; rows/s is not a request rate"
