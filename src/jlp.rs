@@ -44,13 +44,15 @@ pub struct ClientOptions {
 pub struct Client {
     http: reqwest::Client,
     base: String,
+    /// The base parsed once: each event's URL is this with its own path.
+    base_url: reqwest::Url,
     body: BodyKind,
 }
 
 /// A fresh pair of tokens.
 #[derive(Debug, Clone)]
 pub struct Tokens {
-    pub access: Secret,
+    pub access: Access,
     pub refresh: Option<Secret>,
 }
 
@@ -102,6 +104,31 @@ impl LoginError {
             LoginError::Unexpected { status, .. } => is_transient_status(*status),
             _ => false,
         }
+    }
+}
+
+/// An access token with its `Authorization` header, built once per token
+/// and marked sensitive so that no layer prints it.
+#[derive(Clone)]
+pub struct Access {
+    token: Secret,
+    header: reqwest::header::HeaderValue,
+}
+
+impl Access {
+    pub fn new(token: Secret) -> anyhow::Result<Access> {
+        let mut header =
+            reqwest::header::HeaderValue::try_from(format!("Bearer {}", token.expose())).map_err(
+                |_| anyhow::anyhow!("the JLP sent an access token that cannot be sent back"),
+            )?;
+        header.set_sensitive(true);
+        Ok(Access { token, header })
+    }
+}
+
+impl std::fmt::Debug for Access {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Access([redacted])")
     }
 }
 
@@ -218,6 +245,7 @@ impl Client {
         Ok(Client {
             http: builder.build()?,
             base: base.trim_end_matches('/').to_string(),
+            base_url: reqwest::Url::parse(base)?,
             body: options.body,
         })
     }
@@ -291,22 +319,28 @@ impl Client {
         let envelope: Envelope = serde_json::from_slice(&bytes).map_err(|_| unexpected(status))?;
         let result: LoginResult =
             serde_json::from_value(envelope.result).map_err(|_| unexpected(status))?;
+        let access =
+            Access::new(Secret::new(result.access_token)).map_err(|_| unexpected(status))?;
         let tokens = Tokens {
-            access: Secret::new(result.access_token),
+            access,
             refresh: result.refresh_token.map(Secret::new),
         };
         Ok((tokens, result.admin))
     }
 
     /// `POST {base}/api-admin/customer/{id}/communication/rts`.
-    pub async fn send_event(&self, access: &Secret, event: &Event) -> Answer {
+    pub async fn send_event(&self, access: &Access, event: &Event) -> Answer {
         let request = self
             .http
             .post(self.event_url(&event.id))
             .header(ACCEPT, "application/json")
-            .header(AUTHORIZATION, format!("Bearer {}", access.expose()))
+            .header(AUTHORIZATION, access.header.clone())
             .header("Idempotency-Key", &event.idempotency_key);
         let request = match self.body {
+            // What an empty form encodes to, without building one per row.
+            BodyKind::Multipart if event.fields.is_empty() => request
+                .header(reqwest::header::CONTENT_TYPE, EMPTY_FORM_TYPE)
+                .body(EMPTY_FORM_BODY),
             BodyKind::Multipart => request.multipart(form(&event.fields)),
             BodyKind::Json if event.fields.is_empty() => {
                 request.header(reqwest::header::CONTENT_TYPE, "application/json")
@@ -314,20 +348,25 @@ impl Client {
             BodyKind::Json => request.json(&json_fields(&event.fields)),
         };
         match request.send().await {
-            Ok(response) => judge(response, access).await,
+            Ok(response) => judge(response, &access.token).await,
             Err(e) => transport_failure(&e),
         }
     }
 
     /// The id always travels as exactly one percent-encoded path segment.
-    pub fn event_url(&self, id: &str) -> String {
-        format!(
-            "{}/api-admin/customer/{}/communication/rts",
-            self.base,
-            percent_encoding::utf8_percent_encode(id, PATH_SEGMENT)
-        )
+    pub fn event_url(&self, id: &str) -> reqwest::Url {
+        let prefix = self.base_url.path().trim_end_matches('/');
+        let id = percent_encoding::utf8_percent_encode(id, PATH_SEGMENT);
+        let mut url = self.base_url.clone();
+        url.set_path(&format!(
+            "{prefix}/api-admin/customer/{id}/communication/rts"
+        ));
+        url
     }
 }
+
+const EMPTY_FORM_TYPE: &str = "multipart/form-data; boundary=jlp-rts-form";
+const EMPTY_FORM_BODY: &str = "--jlp-rts-form--\r\n";
 
 /// Everything but unreserved characters is encoded, so no id can add a
 /// segment, a query or a fragment.
@@ -566,11 +605,11 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            client.event_url("../login?x=1#y"),
+            client.event_url("../login?x=1#y").as_str(),
             "https://api.example.org/prefix/api-admin/customer/..%2Flogin%3Fx%3D1%23y/communication/rts"
         );
         assert_eq!(
-            client.event_url("a%2Fb"),
+            client.event_url("a%2Fb").as_str(),
             "https://api.example.org/prefix/api-admin/customer/a%252Fb/communication/rts"
         );
     }

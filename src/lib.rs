@@ -78,7 +78,7 @@ impl Failure {
 /// Runs one command; returns the exit code of the contract.
 pub fn run(cli: Cli) -> Result<u8, Failure> {
     let file = settings::load_file(&cli.output).map_err(Failure::Usage)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| Failure::Other(e.into()))?;

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use tracing::{debug, info, warn};
 
-use crate::jlp::{Account, Client, LoginError, Tokens};
+use crate::jlp::{Access, Account, Client, LoginError, Tokens};
 use crate::secret::Secret;
 
 /// A login attempt that meets a busy or unreachable server is tried this many
@@ -36,7 +36,7 @@ pub struct Session {
 const MAX_FRUITLESS_RENEWALS: u64 = 3;
 
 struct Current {
-    access: Arc<Secret>,
+    access: Arc<Access>,
     refresh: Option<Secret>,
     /// Bumped on every renewal, so a worker can tell whether the token it
     /// saw refused has already been replaced.
@@ -79,7 +79,7 @@ impl Session {
     }
 
     /// The access token to use now, and its generation.
-    pub fn token(&self) -> (Arc<Secret>, u64) {
+    pub fn token(&self) -> (Arc<Access>, u64) {
         let current = self.current.read().expect("token lock poisoned");
         (Arc::clone(&current.access), current.generation)
     }

@@ -108,10 +108,13 @@ impl std::fmt::Display for Halt {
 pub async fn run(
     pool: Arc<Pool>,
     workers: usize,
-    queue: mpsc::Receiver<Job>,
+    queue: mpsc::Receiver<Vec<Job>>,
     outcomes: mpsc::Sender<Outcome>,
 ) -> tokio::task::JoinSet<()> {
-    let queue = Arc::new(tokio::sync::Mutex::new(queue));
+    let queue = Arc::new(tokio::sync::Mutex::new(Queue {
+        batches: queue,
+        batch: Vec::new().into_iter(),
+    }));
     let mut set = tokio::task::JoinSet::new();
     for _ in 0..workers {
         let (pool, queue, outcomes) = (pool.clone(), queue.clone(), outcomes.clone());
@@ -120,16 +123,29 @@ pub async fn run(
     set
 }
 
-async fn work(
-    pool: &Pool,
-    queue: &tokio::sync::Mutex<mpsc::Receiver<Job>>,
-    outcomes: &mpsc::Sender<Outcome>,
-) {
+/// Rows arrive in batches; workers take them one at a time.
+struct Queue {
+    batches: mpsc::Receiver<Vec<Job>>,
+    batch: std::vec::IntoIter<Job>,
+}
+
+impl Queue {
+    async fn next(&mut self) -> Option<Job> {
+        loop {
+            if let Some(job) = self.batch.next() {
+                return Some(job);
+            }
+            self.batch = self.batches.recv().await?.into_iter();
+        }
+    }
+}
+
+async fn work(pool: &Pool, queue: &tokio::sync::Mutex<Queue>, outcomes: &mpsc::Sender<Outcome>) {
     loop {
         let job = tokio::select! {
             biased;
             () = pool.stop.cancelled() => return,
-            job = async { queue.lock().await.recv().await } => match job {
+            job = async { queue.lock().await.next().await } => match job {
                 Some(job) => job,
                 None => return,
             },

@@ -1,7 +1,8 @@
 //! The results file: every row's outcome, written as it arrives.
 //!
-//! Each outcome is appended and flushed at once, and the file is synced to
-//! disk at least every second, so a crash loses at most the rows in flight.
+//! Each outcome is appended and handed to the OS at once; the writer syncs
+//! the file to disk at least every second, so a crash loses at most the rows
+//! in flight.
 //! Outcomes arrive in the order the workers finish; after a clean finish the
 //! file is rewritten in input order. `--resume` reads the file back, drops
 //! a line torn by a crash, and checks that it was made from the same input.
@@ -10,7 +11,6 @@ use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 
@@ -29,8 +29,6 @@ pub const RTS_COLUMNS: [&str; 7] = [
 
 /// Excel reads a CSV file as UTF-8 only when it starts with this mark.
 const BOM: &[u8] = b"\xEF\xBB\xBF";
-
-const SYNC_EVERY: Duration = Duration::from_secs(1);
 
 /// Characters that make a spreadsheet read a cell as a formula.
 const FORMULA_STARTS: [char; 6] = ['=', '+', '-', '@', '\t', '\r'];
@@ -79,7 +77,6 @@ pub fn fields_hash(fields: &[String]) -> u64 {
 pub struct ResultsFile {
     path: PathBuf,
     writer: csv::Writer<BufWriter<File>>,
-    last_sync: Instant,
     last_row: u64,
     in_order: bool,
     record: Vec<String>,
@@ -99,7 +96,7 @@ impl ResultsFile {
         results
             .writer
             .write_record(header.map(|h| escape_cell(h).into_owned()))?;
-        results.flush(true)?;
+        results.sync()?;
         Ok(results)
     }
 
@@ -123,7 +120,6 @@ impl ResultsFile {
         ResultsFile {
             path: path.to_path_buf(),
             writer,
-            last_sync: Instant::now(),
             last_row: 0,
             in_order,
             record: Vec::new(),
@@ -158,22 +154,28 @@ impl ResultsFile {
             .map_err(io::Error::other)
     }
 
-    /// Hands what was written to the OS; syncs to disk when `sync` is set
-    /// or a second has passed since the last sync.
-    pub fn flush(&mut self, sync: bool) -> io::Result<()> {
+    /// Hands what was written to the OS.
+    pub fn flush(&mut self) -> io::Result<()> {
+        self.writer.flush()
+    }
+
+    /// Hands what was written to the OS and waits until it is on disk.
+    pub fn sync(&mut self) -> io::Result<()> {
         self.writer.flush()?;
-        if sync || self.last_sync.elapsed() >= SYNC_EVERY {
-            self.writer.get_ref().get_ref().sync_data()?;
-            self.last_sync = Instant::now();
-        }
-        Ok(())
+        self.writer.get_ref().get_ref().sync_data()
+    }
+
+    /// A second handle on the file, to sync it from another thread while
+    /// writing goes on.
+    pub fn sync_handle(&self) -> io::Result<File> {
+        self.writer.get_ref().get_ref().try_clone()
     }
 
     /// Syncs the file and, when rows were written out of input order or
     /// appended to an earlier run's, rewrites it in input order with one
     /// line per row.
     pub fn finish(mut self, reorder: bool) -> anyhow::Result<()> {
-        self.flush(true)?;
+        self.sync()?;
         if reorder && !self.in_order {
             rewrite_in_order(&self.path)?;
         }

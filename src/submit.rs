@@ -2,7 +2,7 @@
 //! every outcome, summarise.
 //!
 //! Three stages run side by side: a reader thread streams rows into a bounded
-//! queue, the worker pool delivers them, and a writer thread records each
+//! queue, the worker pool delivers them, and a writer task records each
 //! outcome as it arrives. A first SIGINT or SIGTERM stops the reader and lets
 //! the rows in flight finish; a second one stops at once. Either way the
 //! results hold exactly the outcomes that were known.
@@ -28,6 +28,10 @@ use crate::results::{self, Prior, Priors, ResultsFile};
 use crate::settings::{Concurrency, Connection, SubmitSettings};
 use crate::summary::{Ending, Summary};
 use crate::Failure;
+
+/// Rows handed from the reader to the workers at a time: one hand-over a
+/// batch, not one a row.
+const JOB_BATCH: usize = 64;
 
 /// Longest an outcome may wait in the OS's buffers before being synced.
 const SYNC_EVERY: Duration = Duration::from_secs(1);
@@ -233,11 +237,11 @@ fn dry_run(
 ) -> Result<Summary, Failure> {
     let mut counts = Counts::default();
     for row in export.rows().map_err(Failure::usage)? {
-        let row = row.map_err(Failure::usage)?;
+        let mut row = row.map_err(Failure::usage)?;
         if done_before(&priors, &row) {
             continue;
         }
-        if let Some(outcome) = unsent_outcome(&row) {
+        if let Some(outcome) = unsent_outcome(&mut row) {
             counts.add(outcome.status);
             results
                 .record(&outcome)
@@ -279,23 +283,19 @@ fn same_row(prior: &Prior, row: &Row) -> bool {
     prior.fields_hash == results::fields_hash(&row.fields)
 }
 
-/// The outcome of a row that is not sent, if it is one.
-fn unsent_outcome(row: &Row) -> Option<Outcome> {
-    match &row.verdict {
-        Verdict::Invalid(reason) => Some(Outcome::unsent(
-            row.number,
-            row.fields.clone(),
-            Status::Invalid,
-            reason.clone(),
-        )),
-        Verdict::Duplicate { first } => Some(Outcome::unsent(
-            row.number,
-            row.fields.clone(),
+/// The outcome of a row that is not sent, if it is one; the row's fields
+/// move into it.
+fn unsent_outcome(row: &mut Row) -> Option<Outcome> {
+    let (status, message) = match &row.verdict {
+        Verdict::Invalid(reason) => (Status::Invalid, reason.clone()),
+        Verdict::Duplicate { first } => (
             Status::Duplicate,
             format!("the same id as row {first}; not sent again"),
-        )),
-        Verdict::Send(_) | Verdict::Blank => None,
-    }
+        ),
+        Verdict::Send(_) | Verdict::Blank => return None,
+    };
+    let fields = std::mem::take(&mut row.fields);
+    Some(Outcome::unsent(row.number, fields, status, message))
 }
 
 /// One run's state, from the first request to the summary.
@@ -333,12 +333,10 @@ impl Run<'_> {
         // Stage one: the writer.
         let (outcome_tx, outcome_rx) = mpsc::channel::<Outcome>(1024);
         let progress = Progress::new(self.plan.to_send, self.quiet);
-        let runtime = tokio::runtime::Handle::current();
-        let writer =
-            std::thread::spawn(move || write_outcomes(results, outcome_rx, progress, runtime));
+        let writer = tokio::spawn(write_outcomes(results, outcome_rx, progress));
 
         // Stage two: the reader.
-        let (job_tx, job_rx) = mpsc::channel::<Job>(workers * 4);
+        let (job_tx, job_rx) = mpsc::channel::<Vec<Job>>(4);
         let reader = {
             let (export, priors, outcomes, stop) = (
                 self.export.clone(),
@@ -355,8 +353,12 @@ impl Run<'_> {
         let mut set = pool::run(pool.clone(), workers, job_rx, outcome_tx).await;
         signals.drain(&mut set).await;
 
-        let fed = reader.join().expect("the reader thread panicked");
-        let (results, counts, write_error) = writer.join().expect("the writer thread panicked");
+        // The reader may still be handing over an outcome: wait off this thread.
+        let fed = tokio::task::spawn_blocking(move || reader.join())
+            .await
+            .expect("waiting for the reader failed")
+            .expect("the reader thread panicked");
+        let (results, counts, write_error) = writer.await.expect("the writer task panicked");
         if let Err(error) = fed {
             warn!(%error, "reading the export failed midway");
         }
@@ -449,47 +451,52 @@ fn feed(
     export: &Export,
     priors: &Priors,
     field_columns: &[(String, usize)],
-    jobs: &mpsc::Sender<Job>,
+    jobs: &mpsc::Sender<Vec<Job>>,
     outcomes: &mpsc::Sender<Outcome>,
     stop: &CancellationToken,
 ) -> Result<(), crate::export::InputError> {
+    let mut batch = Vec::with_capacity(JOB_BATCH);
     for row in export.rows()? {
-        let row = row?;
+        let mut row = row?;
         if stop.is_cancelled() {
-            break;
+            return Ok(());
         }
         if done_before(priors, &row) {
             continue;
         }
-        let delivered = match unsent_outcome(&row) {
-            Some(outcome) => outcomes.blocking_send(outcome).is_ok(),
-            None => match &row.verdict {
-                Verdict::Send(id) => jobs
-                    .blocking_send(job(export, field_columns, &row, id))
-                    .is_ok(),
-                _ => true,
-            },
-        };
-        if !delivered {
-            break;
+        if let Some(outcome) = unsent_outcome(&mut row) {
+            if outcomes.blocking_send(outcome).is_err() {
+                return Ok(());
+            }
+        } else if let Verdict::Send(id) = std::mem::replace(&mut row.verdict, Verdict::Blank) {
+            batch.push(job(field_columns, row, id, &export.path));
         }
+        if batch.len() == JOB_BATCH {
+            let full = std::mem::replace(&mut batch, Vec::with_capacity(JOB_BATCH));
+            if jobs.blocking_send(full).is_err() {
+                return Ok(());
+            }
+        }
+    }
+    if !batch.is_empty() {
+        let _ = jobs.blocking_send(batch);
     }
     Ok(())
 }
 
-fn job(export: &Export, field_columns: &[(String, usize)], row: &Row, id: &str) -> Job {
+fn job(field_columns: &[(String, usize)], row: Row, id: String, file: &Path) -> Job {
     let fields = field_columns
         .iter()
         .map(|(name, column)| (name.clone(), row.fields[*column].clone()))
         .collect();
     Job {
         row: row.number,
-        fields: row.fields.clone(),
         event: Event {
-            id: id.to_string(),
-            idempotency_key: idempotency_key(&export.path, row.number, id),
+            idempotency_key: idempotency_key(file, row.number, &id),
+            id,
             fields,
         },
+        fields: row.fields,
     }
 }
 
@@ -503,48 +510,63 @@ pub fn idempotency_key(file: &Path, row: u64, id: &str) -> String {
     hasher.update([0]);
     hasher.update(row.to_le_bytes());
     hasher.update(id.as_bytes());
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let hash = hasher.finalize();
-    hash[..16].iter().map(|b| format!("{b:02x}")).collect()
+    hash[..16]
+        .iter()
+        .flat_map(|b| [HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]])
+        .map(char::from)
+        .collect()
 }
 
-/// The writer stage: records each outcome as it arrives, flushing after
-/// every batch at hand and syncing to disk at least once a second.
-fn write_outcomes(
+/// The writer stage: records each outcome as it arrives, handing every
+/// batch at hand to the OS at once and syncing to disk at least once a
+/// second (on a blocking thread, so sending goes on meanwhile).
+async fn write_outcomes(
     mut results: ResultsFile,
     mut outcomes: mpsc::Receiver<Outcome>,
     mut progress: Progress,
-    runtime: tokio::runtime::Handle,
 ) -> (ResultsFile, Counts, Option<std::io::Error>) {
     let mut counts = Counts::default();
+    let mut synced = Instant::now();
     let mut unsynced = false;
     let written = loop {
-        let next =
-            runtime.block_on(async { tokio::time::timeout(SYNC_EVERY, outcomes.recv()).await });
-        let batch = match next {
-            Ok(Some(first)) => first,
-            Ok(None) => break Ok(()),
-            Err(_idle) if unsynced => match results.flush(true) {
-                Ok(()) => {
-                    unsynced = false;
-                    continue;
+        match tokio::time::timeout(SYNC_EVERY, outcomes.recv()).await {
+            Ok(Some(first)) => {
+                let batch = record_batch(
+                    &mut results,
+                    first,
+                    &mut outcomes,
+                    &mut counts,
+                    &mut progress,
+                );
+                if let Err(e) = batch {
+                    break Err(e);
                 }
-                Err(e) => break Err(e),
-            },
-            Err(_idle) => continue,
-        };
-        if let Err(e) = record_batch(
-            &mut results,
-            batch,
-            &mut outcomes,
-            &mut counts,
-            &mut progress,
-        ) {
-            break Err(e);
+                unsynced = true;
+            }
+            Ok(None) => break Ok(()),
+            Err(_idle) => {}
         }
-        unsynced = true;
+        if unsynced && synced.elapsed() >= SYNC_EVERY {
+            if let Err(e) = sync_in_background(&results) {
+                break Err(e);
+            }
+            (synced, unsynced) = (Instant::now(), false);
+        }
     };
     progress.finish();
     (results, counts, written.err())
+}
+
+fn sync_in_background(results: &ResultsFile) -> std::io::Result<()> {
+    let file = results.sync_handle()?;
+    tokio::task::spawn_blocking(move || {
+        if let Err(error) = file.sync_data() {
+            warn!(%error, "syncing the results file failed");
+        }
+    });
+    Ok(())
 }
 
 /// Writes `first` and every outcome already waiting, then flushes.
@@ -564,7 +586,7 @@ fn record_batch(
         results.record(&outcome)?;
         next = outcomes.try_recv().ok();
     }
-    results.flush(false)
+    results.flush()
 }
 
 /// SIGINT and SIGTERM: the first stops the run gently, a second at once.
