@@ -13,10 +13,11 @@ mod id;
 mod lines;
 mod sheet;
 
-use std::collections::hash_map::{Entry, HashMap};
+use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 pub use columns::{normalise as normalise_header, ColumnError};
 pub use decode::encoding_named;
@@ -75,6 +76,8 @@ pub struct Export {
     pub headers: Vec<String>,
     pub id_index: usize,
     has_header: bool,
+    /// Data record → the earlier record with the same id.
+    duplicates: Arc<HashMap<u64, u64>>,
 }
 
 /// One data record and what to do with it.
@@ -147,8 +150,10 @@ impl Export {
             headers: Vec::new(),
             id_index: 0,
             has_header: !options.no_header,
+            duplicates: Arc::default(),
         };
         export.settle_columns(options)?;
+        export.duplicates = Arc::new(find_duplicates(export.rows()?)?);
         Ok(export)
     }
 
@@ -216,7 +221,7 @@ impl Export {
             export: self.clone(),
             source,
             number: 0,
-            seen: Seen::default(),
+            duplicates: self.duplicates.clone(),
         })
     }
 
@@ -349,7 +354,7 @@ pub struct Rows {
     export: Export,
     source: Box<dyn Source>,
     number: u64,
-    seen: Seen,
+    duplicates: Arc<HashMap<u64, u64>>,
 }
 
 impl Iterator for Rows {
@@ -392,7 +397,10 @@ impl Rows {
             Verdict::Invalid(problem)
         } else {
             match id::check_id(&fields[self.export.id_index]) {
-                Ok(id) => self.seen.verdict(id, self.number),
+                Ok(id) => match self.duplicates.get(&self.number) {
+                    Some(&first) => Verdict::Duplicate { first },
+                    None => Verdict::Send(id.to_string()),
+                },
                 Err(reason) => Verdict::Invalid(reason),
             }
         };
@@ -456,27 +464,29 @@ fn oversized(fields: &[String]) -> Option<String> {
     ))
 }
 
-/// The ids met so far, kept as 128-bit hashes: the one part of reading
-/// that grows with the file, so it is kept small.
-#[derive(Default)]
-struct Seen {
-    keys: (RandomState, RandomState),
-    first_row: HashMap<[u64; 2], u64>,
-}
-
-impl Seen {
-    fn verdict(&mut self, id: &str, row: u64) -> Verdict {
-        let key = [self.keys.0.hash_one(id), self.keys.1.hash_one(id)];
-        match self.first_row.entry(key) {
-            Entry::Occupied(first) => Verdict::Duplicate {
-                first: *first.get(),
-            },
-            Entry::Vacant(slot) => {
-                slot.insert(row);
-                Verdict::Send(id.to_string())
-            }
+/// Rows that repeat an earlier row's id, with the row they repeat.
+///
+/// Found in a pass of their own before any other, from a vector of one
+/// 128-bit hash and one row number per id (24 bytes a row) sorted once:
+/// much smaller than a hash set of the ids, and the one part of reading
+/// that grows with the file.
+fn find_duplicates(rows: Rows) -> Result<HashMap<u64, u64>, InputError> {
+    let keys = (RandomState::new(), RandomState::new());
+    let mut seen: Vec<([u64; 2], u64)> = Vec::new();
+    for row in rows {
+        let row = row?;
+        if let Verdict::Send(id) = &row.verdict {
+            seen.push(([keys.0.hash_one(id), keys.1.hash_one(id)], row.number));
         }
     }
+    seen.sort_unstable();
+
+    let mut duplicates = HashMap::new();
+    for group in seen.chunk_by(|a, b| a.0 == b.0) {
+        let first = group[0].1;
+        duplicates.extend(group[1..].iter().map(|(_, row)| (*row, first)));
+    }
+    Ok(duplicates)
 }
 
 /// Counts of a whole export's rows by verdict.
