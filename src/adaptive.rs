@@ -5,11 +5,12 @@
 //! - **The window**, how many requests may be in flight. It starts at 8 and
 //!   doubles every round trip while answers come back as fast as the fastest
 //!   seen (slow start), then grows by about one request per round trip. It
-//!   stops growing unless it is full, so an idle window does not swell.
-//!   When latency climbs past twice the fastest seen, it shrinks by 5%; when
-//!   the server answers 429, 503 or 504 or a request times out, it shrinks
-//!   by a quarter and slow start ends. Each cut waits a round trip before the
-//!   next, so one burst of refusals counts once.
+//!   grows only while at least half of it is in use, so an idle window does
+//!   not swell. When latency (smoothed over about twenty answers) climbs past
+//!   twice the fastest seen, it shrinks by 5%; when the server answers 429,
+//!   503 or 504 or a request times out, it shrinks by a quarter and slow
+//!   start ends. Each cut waits a round trip before the next, so one burst of
+//!   refusals counts once.
 //! - **The rate**, calls a second, only once the server has refused us for
 //!   going too fast (429): it is set to 90% of what was accepted over the
 //!   last second, then grows by 5% a second while answers are good. A server
@@ -44,6 +45,9 @@ pub struct Adaptive {
     max_window: f64,
     slow_start: bool,
     fastest: Option<Duration>,
+    /// Latency smoothed over the last twenty or so answers, so that one
+    /// slow answer does not shrink the window.
+    smoothed: Option<Duration>,
     last_cut: Option<Instant>,
     /// Learned calls a second, once a 429 has been seen.
     rate: Option<f64>,
@@ -62,6 +66,7 @@ impl Adaptive {
             max_window: max_window as f64,
             slow_start: true,
             fastest: None,
+            smoothed: None,
             last_cut: None,
             rate: None,
             rate_grown_at: now,
@@ -81,8 +86,8 @@ impl Adaptive {
         self.rate
     }
 
-    /// Takes one answer into account. `in_flight` counts the requests still
-    /// out, this one excluded.
+    /// Takes one answer into account. `in_flight` counts the requests that
+    /// were out, this one included, when it was sent.
     pub fn observe(&mut self, signal: Signal, latency: Duration, in_flight: usize) {
         let now = Instant::now();
         self.count_second(now, signal);
@@ -102,19 +107,27 @@ impl Adaptive {
         if latency < fastest {
             self.fastest = Some(latency);
         }
-        if latency > fastest * 2 + Duration::from_millis(5) {
+        let smoothed = self
+            .smoothed
+            .map_or(latency, |s| s.mul_f64(0.95) + latency.mul_f64(0.05));
+        self.smoothed = Some(smoothed);
+        if smoothed > fastest * 2 + Duration::from_millis(5) {
             self.slow_start = false;
             self.cut(now, 0.95);
             return;
         }
 
-        if in_flight + 1 >= self.window() {
+        // Grow only a window in real use: at least half full when this
+        // request went out (answers come back in bursts, so "full when it
+        // came back" would hold for one answer a round trip).
+        if in_flight * 2 >= self.window() {
             let step = if self.slow_start {
                 1.0
             } else {
                 1.0 / self.window
             };
             self.window = (self.window + step).min(self.max_window);
+            tracing::trace!(window = self.window, "pace: window grown");
         }
         self.grow_rate(now);
     }
@@ -134,6 +147,7 @@ impl Adaptive {
         self.last_cut = Some(now);
         self.slow_start = false;
         self.window = (self.window * factor).max(1.0);
+        tracing::debug!(window = self.window, factor, "pace: window cut");
     }
 
     fn learn_rate(&mut self) {
@@ -175,10 +189,10 @@ mod tests {
     async fn slow_start_fills_the_workers_within_a_few_round_trips() {
         let mut pace = Adaptive::new(64);
         for _ in 0..4 {
-            // A full window: each answer frees a worker that sends again.
-            for _ in 0..pace.window() {
-                let others = pace.window() - 1;
-                pace.observe(Signal::Answered, RTT, others);
+            // A full window: every request went out with the window full.
+            let window = pace.window();
+            for _ in 0..window {
+                pace.observe(Signal::Answered, RTT, window);
             }
             tokio::time::advance(RTT).await;
         }
@@ -199,7 +213,7 @@ mod tests {
         let mut pace = Adaptive::new(64);
         pace.window = 40.0;
         pace.slow_start = false;
-        pace.observe(Signal::Answered, RTT, 39);
+        pace.observe(Signal::Answered, RTT, 40);
         for _ in 0..10 {
             pace.observe(Signal::Overloaded, RTT, 30);
         }
@@ -227,8 +241,13 @@ mod tests {
     async fn slower_answers_shrink_the_window() {
         let mut pace = Adaptive::new(64);
         pace.window = 20.0;
-        pace.observe(Signal::Answered, RTT, 19);
-        pace.observe(Signal::Answered, RTT * 4, 19);
+        pace.slow_start = false;
+        pace.observe(Signal::Answered, RTT, 0);
+        pace.observe(Signal::Answered, RTT * 4, 0);
+        assert_eq!(pace.window(), 20, "one slow answer is not a trend");
+        for _ in 0..30 {
+            pace.observe(Signal::Answered, RTT * 4, 0);
+        }
         assert_eq!(pace.window(), 19);
     }
 }

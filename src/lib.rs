@@ -75,6 +75,20 @@ impl Failure {
     }
 }
 
+/// Prints to standard output; a reader that went away (`| head`) is not
+/// a reason to fail a run whose work is done.
+pub fn say(text: &str) {
+    use std::io::Write;
+    let _ = std::io::stdout().write_all(text.as_bytes());
+    let _ = std::io::stdout().flush();
+}
+
+/// Writes a line to standard error, which may have been closed.
+pub fn complain(text: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "{text}");
+}
+
 /// Runs one command; returns the exit code of the contract.
 pub fn run(cli: Cli) -> Result<u8, Failure> {
     let file = settings::load_file(&cli.output).map_err(Failure::Usage)?;
@@ -94,14 +108,14 @@ pub fn run(cli: Cli) -> Result<u8, Failure> {
                 }
             }
             if !quiet || summary.exit_code != 0 {
-                print!("{}", summary.render());
+                say(&summary.render());
             }
             Ok(summary.exit_code)
         }
         Command::Check(args) => {
             let (path, options) = settings::check(&args, &file).map_err(Failure::Usage)?;
             let (report, code) = check::check(&path, &options)?;
-            print!("{report}");
+            say(&report);
             Ok(code)
         }
         Command::Login(args) => {

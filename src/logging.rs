@@ -43,7 +43,8 @@ pub fn init(output: &OutputArgs) -> anyhow::Result<()> {
         .with_env_filter(filter)
         .with_writer(writer)
         .with_ansi(ansi)
-        .with_target(false);
+        .with_target(false)
+        .log_internal_errors(false);
     match output.log_format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),

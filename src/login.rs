@@ -186,20 +186,21 @@ pub async fn check(connection: crate::settings::Connection) -> Result<u8, crate:
     let (_, account) = login_with_retries(&client, &connection.username, &connection.password)
         .await
         .map_err(crate::Failure::login)?;
-    println!(
-        "Logged in to {base_url} as {} <{}>",
+    let mut out = format!(
+        "Logged in to {base_url} as {} <{}>\n",
         account.name, account.email
     );
-    println!(
-        "The account may record RTS events ({}).",
+    out += &format!(
+        "The account may record RTS events ({}).\n",
         crate::jlp::RTS_CAPABILITY
     );
     for channel in &account.channels {
         let default = if channel.is_default { " (default)" } else { "" };
-        println!(
-            "  channel {}: {}{default}",
+        out += &format!(
+            "  channel {}: {}{default}\n",
             channel.channel_key, channel.channel_name
         );
     }
+    crate::say(&out);
     Ok(0)
 }

@@ -7,13 +7,13 @@ use clap::Parser;
 fn main() -> ExitCode {
     let cli = jlp_rts::cli::Cli::parse();
     if let Err(error) = jlp_rts::logging::init(&cli.output) {
-        eprintln!("error: {error:#}");
+        jlp_rts::complain(&format!("error: {error:#}"));
         return ExitCode::from(2);
     }
     match jlp_rts::run(cli) {
         Ok(code) => ExitCode::from(code),
         Err(failure) => {
-            eprintln!("error: {failure}");
+            jlp_rts::complain(&format!("error: {failure}"));
             ExitCode::from(failure.exit_code())
         }
     }

@@ -31,6 +31,8 @@ struct Learning {
 #[derive(Debug)]
 pub struct Ticket {
     sent: Instant,
+    /// Requests in flight, this one included, when it was let through.
+    in_flight: usize,
 }
 
 impl Pace {
@@ -65,7 +67,7 @@ impl Pace {
 
     /// Returns when this worker may send its next request.
     pub async fn ready(&self) -> Ticket {
-        self.wait_for_window().await;
+        let in_flight = self.wait_for_window().await;
         self.wait_out_pause().await;
         if let Some(interval) = self.interval() {
             let slot = {
@@ -78,6 +80,7 @@ impl Pace {
         }
         Ticket {
             sent: Instant::now(),
+            in_flight,
         }
     }
 
@@ -88,17 +91,25 @@ impl Pace {
         };
         let mut learning = learning.lock().expect("pace lock poisoned");
         learning.in_flight = learning.in_flight.saturating_sub(1);
-        let in_flight = learning.in_flight;
         learning
             .adaptive
-            .observe(signal, ticket.sent.elapsed(), in_flight);
+            .observe(signal, ticket.sent.elapsed(), ticket.in_flight);
+        let room = learning
+            .adaptive
+            .window()
+            .saturating_sub(learning.in_flight);
         drop(learning);
-        self.window_freed.notify_waiters();
+        // Wake as many waiting workers as there are free places, not all.
+        for _ in 0..room {
+            self.window_freed.notify_one();
+        }
     }
 
-    async fn wait_for_window(&self) {
+    /// Takes a place in the learned window; returns how many requests are
+    /// then in flight.
+    async fn wait_for_window(&self) -> usize {
         let Some(learning) = &self.adaptive else {
-            return;
+            return 0;
         };
         loop {
             let freed = self.window_freed.notified();
@@ -106,7 +117,7 @@ impl Pace {
                 let mut learning = learning.lock().expect("pace lock poisoned");
                 if learning.in_flight < learning.adaptive.window() {
                     learning.in_flight += 1;
-                    return;
+                    return learning.in_flight;
                 }
             }
             freed.await;

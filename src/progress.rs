@@ -95,10 +95,10 @@ impl Progress {
         } else if self.plain && self.last_plain.elapsed() >= PLAIN_EVERY {
             self.last_plain = Instant::now();
             let done = counts.accepted + counts.failed;
-            eprintln!(
+            crate::complain(&format!(
                 "progress: {done} of {} rows sent, {} accepted, {} failed",
                 self.total, counts.accepted, counts.failed
-            );
+            ));
         }
     }
 
@@ -116,10 +116,11 @@ pub struct LogWriter;
 impl Write for LogWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let bar = BAR.lock().expect("bar lock poisoned").clone();
-        match bar {
-            Some(bar) => bar.suspend(|| io::stderr().write_all(buf))?,
-            None => io::stderr().write_all(buf)?,
-        }
+        // A closed standard error loses the log line, nothing more.
+        let _ = match bar {
+            Some(bar) => bar.suspend(|| io::stderr().write_all(buf)),
+            None => io::stderr().write_all(buf),
+        };
         Ok(buf.len())
     }
 

@@ -430,3 +430,28 @@ fn a_summary_path_in_a_missing_folder_is_refused_before_anything_is_sent() {
     assert_eq!(run.code, 2, "{}", run.all());
     assert!(server.stats().paths.is_empty());
 }
+
+#[test]
+fn a_reader_that_goes_away_does_not_crash_the_run() {
+    let server = Server::default();
+    let work = Work::new();
+    work.write("r.csv", export_rows(50));
+    let url = server.url();
+
+    let mut child = work
+        .command()
+        .args(["submit", "r.csv", "--base-url", &url, "-vv"])
+        .env("JLP_USERNAME", "demo")
+        .env("JLP_PASSWORD", "demo")
+        .env("RUST_LOG", "trace")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    drop(child.stderr.take());
+
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+    assert_eq!(server.events(), 50);
+    assert_eq!(read_csv(&work.path("r.results.csv")).len(), 50);
+}
