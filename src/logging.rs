@@ -29,7 +29,10 @@ pub fn init(output: &OutputArgs) -> anyhow::Result<()> {
 
     let (writer, ansi) = match &output.log_file {
         Some(path) => {
-            let file = OpenOptions::new()
+            let mut options = OpenOptions::new();
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+            let file = options
                 .create(true)
                 .append(true)
                 .open(path)

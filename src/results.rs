@@ -316,6 +316,9 @@ fn ends_with_newline(path: &Path) -> io::Result<bool> {
 
 /// What an earlier run recorded, the last line for a row winning, and
 /// where its last complete line ends.
+// Known limit: resuming keeps one map entry per recorded row (about 40
+// bytes), so resuming a run of millions of rows costs tens of MiB; a sorted
+// vector like the one `latest_lines` builds would halve it.
 pub fn read_priors(path: &Path, headers: &[String]) -> anyhow::Result<(Priors, u64)> {
     let mut priors = Priors::new();
     let good_end = read_lines(path, headers, |line| {

@@ -229,6 +229,9 @@ impl Shared {
 
     /// A fixed window per wall-clock second; the answer to a call beyond the
     /// limit says when the next window opens.
+    // Known limit: like many real limiters, a fixed window lets a burst of
+    // twice the limit through around a second's edge; a sliding window would
+    // make short measured rates stricter.
     fn over_limit(&self) -> Option<SystemTime> {
         let limit = self.config.rate_limit?;
         let now = SystemTime::now()

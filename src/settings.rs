@@ -270,7 +270,7 @@ fn seconds(flag: &str, value: f64) -> anyhow::Result<Duration> {
     if value > 0.0 && value <= 3600.0 {
         Ok(Duration::from_secs_f64(value))
     } else {
-        bail!("`{flag}` must be a number of seconds between 0 and 3600")
+        bail!("`{flag}` must be a number of seconds above 0 and at most 3600")
     }
 }
 

@@ -503,6 +503,10 @@ fn job(field_columns: &[(String, usize)], row: Row, id: String, file: &Path) -> 
 /// The same on every attempt and every rerun for a row of a file (by its
 /// name, so rows added to the file later keep their keys), and different
 /// for any other file name, row or id.
+// Known limit: an export saved every day under the same name repeats its
+// keys for a supporter who comes back on the same row; a server that keeps
+// keys for longer than a day could drop that day's event. Dated file names
+// avoid it, and the README says so.
 pub fn idempotency_key(file: &Path, row: u64, id: &str) -> String {
     let name = file.file_name().unwrap_or_default().to_string_lossy();
     let mut hasher = Sha256::new();
