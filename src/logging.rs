@@ -2,7 +2,6 @@
 //! `-v`, `RUST_LOG` when set, as text or JSON, to stderr or a file.
 //! What people need to read (the bar, the summary) does not go through here.
 
-use std::fs::OpenOptions;
 use std::sync::Mutex;
 
 use anyhow::Context;
@@ -29,10 +28,7 @@ pub fn init(output: &OutputArgs) -> anyhow::Result<()> {
 
     let (writer, ansi) = match &output.log_file {
         Some(path) => {
-            let mut options = OpenOptions::new();
-            #[cfg(unix)]
-            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-            let file = options
+            let file = crate::results::owner_only()
                 .create(true)
                 .append(true)
                 .open(path)

@@ -181,13 +181,10 @@ impl ResultsFile {
         }
         Ok(())
     }
-
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
 }
 
-fn owner_only() -> OpenOptions {
+/// Options for a file only its owner may read.
+pub(crate) fn owner_only() -> OpenOptions {
     let mut options = OpenOptions::new();
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
@@ -362,11 +359,10 @@ fn latest_lines(path: &Path, headers: &[String]) -> anyhow::Result<Vec<Span>> {
 /// Rewrites the file with one line per row, in row order, the last line
 /// recorded for a row winning; replaced atomically.
 fn rewrite_in_order(path: &Path) -> anyhow::Result<()> {
-    let headers = header_of(path)?;
+    let (headers, header_end) = header_of(path)?;
     let spans = latest_lines(path, &headers)?;
 
     let mut source = File::open(path)?;
-    let header_end = first_line_end(path)?;
     let temporary = path.with_extension("csv.partial");
     let file = owner_only()
         .write(true)
@@ -456,24 +452,19 @@ pub fn write_failed_rows(results: &Path, path: &Path, headers: &[String]) -> any
     Ok(failed.len() as u64)
 }
 
-/// The header names a results file was written with (its input columns).
-fn header_of(path: &Path) -> anyhow::Result<Vec<String>> {
-    let (mut reader, _) = results_reader(path)?;
-    let mut record = csv::StringRecord::new();
-    reader.read_record(&mut record)?;
-    let input = record.len().saturating_sub(RTS_COLUMNS.len());
-    Ok(record
-        .iter()
-        .take(input)
-        .map(|h| unescape_cell(h).to_string())
-        .collect())
-}
-
-fn first_line_end(path: &Path) -> anyhow::Result<u64> {
+/// The input columns a results file was written with, and where its header
+/// line ends.
+fn header_of(path: &Path) -> anyhow::Result<(Vec<String>, u64)> {
     let (mut reader, skip) = results_reader(path)?;
     let mut record = csv::StringRecord::new();
     reader.read_record(&mut record)?;
-    Ok(skip + reader.position().byte())
+    let input = record.len().saturating_sub(RTS_COLUMNS.len());
+    let headers = record
+        .iter()
+        .take(input)
+        .map(|h| unescape_cell(h).to_string())
+        .collect();
+    Ok((headers, skip + reader.position().byte()))
 }
 
 #[cfg(test)]

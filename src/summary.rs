@@ -1,7 +1,6 @@
 //! The plain account a run gives at the end, for people and for monitoring.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use serde::Serialize;
 
@@ -44,10 +43,6 @@ pub struct Summary {
 }
 
 impl Summary {
-    pub fn duration(&self) -> Duration {
-        Duration::from_secs_f64(self.seconds)
-    }
-
     /// The summary as a person reads it.
     pub fn render(&self) -> String {
         let c = &self.this_run;
