@@ -334,7 +334,7 @@ pub fn connection(
 /// The base URL, parsed: HTTPS unless loopback or explicitly allowed, and
 /// nothing after the path.
 pub fn check_base_url(given: &str, allow_insecure: bool) -> anyhow::Result<String> {
-    let url = reqwest::Url::parse(given.trim()).with_context(|| {
+    let url = url::Url::parse(given.trim()).with_context(|| {
         format!(
             "`--base-url {given}` is not a URL; it should look like `https://api.your-lottery.org`"
         )
@@ -359,7 +359,7 @@ pub fn check_base_url(given: &str, allow_insecure: bool) -> anyhow::Result<Strin
 }
 
 fn is_loopback_url(url: &str) -> bool {
-    let Ok(url) = reqwest::Url::parse(url) else {
+    let Ok(url) = url::Url::parse(url) else {
         return false;
     };
     match url.host() {

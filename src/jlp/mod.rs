@@ -4,20 +4,21 @@
 //! do next (record it, retry it, renew the login), whatever shape the body
 //! came in: JSON with `messages[]`, HTML from a proxy, plain text or nothing.
 
-use std::path::Path;
+mod http;
+
 use std::time::{Duration, SystemTime};
 
-use reqwest::header::{HeaderMap, ACCEPT, AUTHORIZATION, LOCATION, RETRY_AFTER};
-use reqwest::{redirect, StatusCode};
+use ::http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, LOCATION, RETRY_AFTER};
+use ::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use bytes::Bytes;
 use serde::Deserialize;
 
+pub use self::http::HttpError;
+use self::http::{Http, Reply};
 use crate::secret::Secret;
 
 /// The capability an account needs to record RTS events.
 pub const RTS_CAPABILITY: &str = "customer.communication_rts";
-
-/// Most of an answer's body that is ever read.
-const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// How the event travels in the request body.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -40,12 +41,11 @@ pub struct ClientOptions {
 }
 
 /// One shared HTTP client for the whole run.
-#[derive(Debug, Clone)]
 pub struct Client {
-    http: reqwest::Client,
-    base: String,
-    /// The base parsed once: each event's URL is this with its own path.
-    base_url: reqwest::Url,
+    http: Http,
+    /// The base's path, without a trailing `/`: every call's path starts
+    /// with it.
+    prefix: String,
     body: BodyKind,
 }
 
@@ -112,15 +112,15 @@ impl LoginError {
 #[derive(Clone)]
 pub struct Access {
     token: Secret,
-    header: reqwest::header::HeaderValue,
+    header: HeaderValue,
 }
 
 impl Access {
     pub fn new(token: Secret) -> anyhow::Result<Access> {
         let mut header =
-            reqwest::header::HeaderValue::try_from(format!("Bearer {}", token.expose())).map_err(
-                |_| anyhow::anyhow!("the JLP sent an access token that cannot be sent back"),
-            )?;
+            HeaderValue::try_from(format!("Bearer {}", token.expose())).map_err(|_| {
+                anyhow::anyhow!("the JLP sent an access token that cannot be sent back")
+            })?;
         header.set_sensitive(true);
         Ok(Access { token, header })
     }
@@ -227,25 +227,19 @@ struct LoginResult {
 
 impl Client {
     pub fn new(base: &str, options: &ClientOptions) -> anyhow::Result<Client> {
-        let mut builder = reqwest::Client::builder()
-            .user_agent(concat!("jlp-rts/", env!("CARGO_PKG_VERSION")))
-            .redirect(redirect::Policy::none())
-            .connect_timeout(options.connect_timeout)
-            .timeout(options.request_timeout)
-            // Many servers close idle connections after 5 s; reusing one
-            // they are closing fails the next POST.
-            .pool_idle_timeout(Duration::from_secs(2))
-            .pool_max_idle_per_host(256);
-        if !options.use_proxy {
-            builder = builder.no_proxy();
-        }
-        if let Some(path) = &options.ca_cert {
-            builder = builder.add_root_certificate(read_certificate(path)?);
-        }
+        let base_url = url::Url::parse(base)?;
+        let http = Http::new(
+            &base_url,
+            &http::Options {
+                connect_timeout: options.connect_timeout,
+                request_timeout: options.request_timeout,
+                ca_cert: options.ca_cert.clone(),
+                use_proxy: options.use_proxy,
+            },
+        )?;
         Ok(Client {
-            http: builder.build()?,
-            base: base.trim_end_matches('/').to_string(),
-            base_url: reqwest::Url::parse(base)?,
+            http,
+            prefix: base_url.path().trim_end_matches('/').to_string(),
             body: options.body,
         })
     }
@@ -258,8 +252,8 @@ impl Client {
         password: &Secret,
     ) -> Result<(Tokens, Account), LoginError> {
         let body = serde_json::json!({ "username": username, "password": password.expose() });
-        let url = format!("{}/api-admin/login", self.base);
-        let (tokens, account) = self.token_call(&url, &body, password).await?;
+        let path = format!("{}/api-admin/login", self.prefix);
+        let (tokens, account) = self.token_call(&path, &body, password).await?;
         if !account.capabilities.iter().any(|c| c == RTS_CAPABILITY) {
             let account = if account.email.is_empty() {
                 username.to_string()
@@ -274,33 +268,30 @@ impl Client {
     /// `POST {base}{path}` with the refresh token, for installations that
     /// publish a refresh call.
     pub async fn refresh(&self, path: &str, refresh: &Secret) -> Result<Tokens, LoginError> {
-        let url = format!("{}/{}", self.base, path.trim_start_matches('/'));
+        let path = format!("{}/{}", self.prefix, path.trim_start_matches('/'));
         let body = serde_json::json!({ "refresh_token": refresh.expose() });
-        Ok(self.token_call(&url, &body, refresh).await?.0)
+        Ok(self.token_call(&path, &body, refresh).await?.0)
     }
 
     /// A call answered with a token pair; `sent` is the secret in the body,
     /// blanked out of any text the server echoes back.
     async fn token_call(
         &self,
-        url: &str,
+        path: &str,
         body: &serde_json::Value,
         sent: &Secret,
     ) -> Result<(Tokens, Account), LoginError> {
-        let response = self
+        let mut headers = HeaderMap::with_capacity(6);
+        headers.insert(ACCEPT, JSON_TYPE);
+        headers.insert(CONTENT_TYPE, JSON_TYPE);
+        let body = Bytes::from(serde_json::to_vec(body).expect("a JSON value always serialises"));
+        let reply = self
             .http
-            .post(url)
-            .header(ACCEPT, "application/json")
-            .json(body)
-            .send()
+            .post(path, headers, body)
             .await
-            .map_err(|e| LoginError::Unreachable(describe(&e)))?;
-        let status = response.status();
-        let retry_after = retry_after(response.headers());
-        let bytes = read_capped(response)
-            .await
-            .map_err(|e| LoginError::Unreachable(describe(&e)))?;
-        let (code, message) = first_message(&bytes);
+            .map_err(|e| LoginError::Unreachable(e.to_string()))?;
+        let status = reply.status;
+        let (code, message) = first_message(&reply.body);
         let (code, message) = (hide(code, sent), hide(message, sent));
 
         if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
@@ -313,10 +304,11 @@ impl Client {
             return Err(LoginError::Unexpected {
                 status: status.as_u16(),
                 message,
-                retry_after,
+                retry_after: retry_after(&reply.headers),
             });
         }
-        let envelope: Envelope = serde_json::from_slice(&bytes).map_err(|_| unexpected(status))?;
+        let envelope: Envelope =
+            serde_json::from_slice(&reply.body).map_err(|_| unexpected(status))?;
         let result: LoginResult =
             serde_json::from_value(envelope.result).map_err(|_| unexpected(status))?;
         let access =
@@ -330,44 +322,45 @@ impl Client {
 
     /// `POST {base}/api-admin/customer/{id}/communication/rts`.
     pub async fn send_event(&self, access: &Access, event: &Event) -> Answer {
-        let request = self
-            .http
-            .post(self.event_url(&event.id))
-            .header(ACCEPT, "application/json")
-            .header(AUTHORIZATION, access.header.clone())
-            .header("Idempotency-Key", &event.idempotency_key);
-        let request = match self.body {
-            // What an empty form encodes to, without building one per row.
-            BodyKind::Multipart if event.fields.is_empty() => request
-                .header(reqwest::header::CONTENT_TYPE, EMPTY_FORM_TYPE)
-                .body(EMPTY_FORM_BODY),
-            BodyKind::Multipart => request.multipart(form(&event.fields)),
-            BodyKind::Json if event.fields.is_empty() => {
-                request.header(reqwest::header::CONTENT_TYPE, "application/json")
+        let mut headers = HeaderMap::with_capacity(8);
+        headers.insert(ACCEPT, JSON_TYPE);
+        headers.insert(AUTHORIZATION, access.header.clone());
+        if let Ok(key) = HeaderValue::try_from(event.idempotency_key.as_str()) {
+            headers.insert(IDEMPOTENCY_KEY, key);
+        }
+        let body = match self.body {
+            BodyKind::Multipart => {
+                let (content_type, body) = form(&event.fields);
+                headers.insert(CONTENT_TYPE, content_type);
+                body
             }
-            BodyKind::Json => request.json(&json_fields(&event.fields)),
+            BodyKind::Json => {
+                headers.insert(CONTENT_TYPE, JSON_TYPE);
+                json_fields(&event.fields)
+            }
         };
-        match request.send().await {
-            Ok(response) => judge(response, &access.token).await,
-            Err(e) => transport_failure(&e),
+        match self
+            .http
+            .post(&self.event_path(&event.id), headers, body)
+            .await
+        {
+            Ok(reply) => judge(&reply, &access.token),
+            Err(error) => transport_failure(&error),
         }
     }
 
     /// The id always travels as exactly one percent-encoded path segment.
-    pub fn event_url(&self, id: &str) -> reqwest::Url {
-        let prefix = self.base_url.path().trim_end_matches('/');
+    pub fn event_path(&self, id: &str) -> String {
         let id = percent_encoding::utf8_percent_encode(id, PATH_SEGMENT);
-        let mut url = self.base_url.clone();
-        url.set_path(&format!(
-            "{prefix}/api-admin/customer/{id}/communication/rts"
-        ));
-        url
+        format!("{}/api-admin/customer/{id}/communication/rts", self.prefix)
     }
 }
 
-const EMPTY_FORM_TYPE: &str = "multipart/form-data; boundary=jlp-rts-form";
-const EMPTY_FORM_BODY: &str = "--jlp-rts-form--\r\n";
+const JSON_TYPE: HeaderValue = HeaderValue::from_static("application/json");
+const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
 
+/// The form boundary, unless a field holds it (see [`form`]).
+const FORM_BOUNDARY: &str = "jlp-rts-form-7c1f9a2e5b";
 /// Everything but unreserved characters is encoded, so no id can add a
 /// segment, a query or a fragment.
 const PATH_SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
@@ -376,39 +369,54 @@ const PATH_SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANU
     .remove(b'.')
     .remove(b'~');
 
-fn form(fields: &[(String, String)]) -> reqwest::multipart::Form {
-    fields
+/// A `multipart/form-data` body of text fields, with its content type,
+/// encoded as browsers do: `"`, CR and LF in a name are percent-encoded,
+/// values go as they are, between boundaries that none of them contains.
+fn form(fields: &[(String, String)]) -> (HeaderValue, Bytes) {
+    let mut boundary = FORM_BOUNDARY.to_string();
+    while fields
         .iter()
-        .fold(reqwest::multipart::Form::new(), |form, (name, value)| {
-            form.text(name.clone(), value.clone())
-        })
+        .any(|(name, value)| name.contains(&boundary) || value.contains(&boundary))
+    {
+        boundary = format!("jlp-rts-form-{:016x}", fastrand::u64(..));
+    }
+    let mut body = String::new();
+    for (name, value) in fields {
+        let name = name
+            .replace('"', "%22")
+            .replace('\r', "%0D")
+            .replace('\n', "%0A");
+        body.push_str(&format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n"
+        ));
+    }
+    body.push_str(&format!("--{boundary}--\r\n"));
+    let content_type = HeaderValue::try_from(format!("multipart/form-data; boundary={boundary}"))
+        .expect("a boundary of letters, digits and dashes is a valid header");
+    (content_type, Bytes::from(body))
 }
 
-fn json_fields(fields: &[(String, String)]) -> serde_json::Map<String, serde_json::Value> {
-    fields
+/// The fields as one JSON object; no fields, no body.
+fn json_fields(fields: &[(String, String)]) -> Bytes {
+    if fields.is_empty() {
+        return Bytes::new();
+    }
+    let object: serde_json::Map<String, serde_json::Value> = fields
         .iter()
         .map(|(name, value)| (name.clone(), serde_json::Value::String(value.clone())))
-        .collect()
+        .collect();
+    Bytes::from(serde_json::to_vec(&object).expect("a JSON object always serialises"))
 }
 
-async fn judge(response: reqwest::Response, access: &Secret) -> Answer {
-    let status = response.status();
-    let retry_after = retry_after(response.headers());
-    let location = response
-        .headers()
-        .get(LOCATION)
-        .and_then(|l| l.to_str().ok())
-        .map(excerpt);
-    let bytes = match read_capped(response).await {
-        Ok(bytes) => bytes,
-        Err(e) => return transport_failure(&e),
-    };
-    let (code, message) = first_message(&bytes);
+/// What an answer means for the row.
+fn judge(reply: &Reply, access: &Secret) -> Answer {
+    let status = reply.status;
+    let (code, message) = first_message(&reply.body);
     let (code, message) = (hide(code, access), hide(message, access));
     let status_code = status.as_u16();
 
     if status.is_success() {
-        if accepted(&bytes) {
+        if accepted(&reply.body) {
             return Answer::Accepted {
                 status: status_code,
             };
@@ -425,10 +433,13 @@ async fn judge(response: reqwest::Response, access: &Secret) -> Answer {
         };
     }
     if status.is_redirection() {
-        let message = format!(
-            "the JLP redirected the request to `{}`; check `--base-url`",
-            location.unwrap_or_default()
-        );
+        let location = reply
+            .headers
+            .get(LOCATION)
+            .and_then(|l| l.to_str().ok())
+            .map(excerpt)
+            .unwrap_or_default();
+        let message = format!("the JLP redirected the request to `{location}`; check `--base-url`");
         return Answer::Rejected {
             status: status_code,
             code,
@@ -447,7 +458,7 @@ async fn judge(response: reqwest::Response, access: &Secret) -> Answer {
             status: Some(status_code),
             code,
             message,
-            retry_after,
+            retry_after: retry_after(&reply.headers),
         };
     }
     Answer::Rejected {
@@ -466,46 +477,13 @@ pub fn is_transient_status(status: u16) -> bool {
     matches!(status, 408 | 429 | 500 | 502 | 503 | 504)
 }
 
-fn transport_failure(error: &reqwest::Error) -> Answer {
+fn transport_failure(error: &HttpError) -> Answer {
     Answer::Transient {
         status: None,
         code: String::new(),
-        message: describe(error),
+        message: error.to_string(),
         retry_after: None,
     }
-}
-
-/// A transport error in one line, without the URL.
-pub fn describe(error: &reqwest::Error) -> String {
-    let kind = if error.is_timeout() {
-        "timed out"
-    } else if error.is_connect() {
-        "could not connect"
-    } else if error.is_body() || error.is_decode() {
-        "the connection broke while reading the answer"
-    } else {
-        "the request failed"
-    };
-    let mut cause = String::new();
-    let mut source = std::error::Error::source(error);
-    while let Some(inner) = source {
-        cause = inner.to_string();
-        source = inner.source();
-    }
-    if cause.is_empty() {
-        kind.to_string()
-    } else {
-        format!("{kind}: {cause}")
-    }
-}
-
-async fn read_capped(mut response: reqwest::Response) -> Result<Vec<u8>, reqwest::Error> {
-    let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await? {
-        let room = MAX_BODY_BYTES.saturating_sub(body.len());
-        body.extend_from_slice(&chunk[..chunk.len().min(room)]);
-    }
-    Ok(body)
 }
 
 /// The first `messages[]` entry's code and text, or a safe excerpt of a body
@@ -579,14 +557,6 @@ pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     )
 }
 
-fn read_certificate(path: &Path) -> anyhow::Result<reqwest::Certificate> {
-    use anyhow::Context;
-    let pem = std::fs::read(path)
-        .with_context(|| format!("cannot read the CA certificate `{}`", path.display()))?;
-    reqwest::Certificate::from_pem(&pem)
-        .with_context(|| format!("`{}` is not a PEM certificate", path.display()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -605,12 +575,12 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            client.event_url("../login?x=1#y").as_str(),
-            "https://api.example.org/prefix/api-admin/customer/..%2Flogin%3Fx%3D1%23y/communication/rts"
+            client.event_path("../login?x=1#y"),
+            "/prefix/api-admin/customer/..%2Flogin%3Fx%3D1%23y/communication/rts"
         );
         assert_eq!(
-            client.event_url("a%2Fb").as_str(),
-            "https://api.example.org/prefix/api-admin/customer/a%252Fb/communication/rts"
+            client.event_path("a%2Fb"),
+            "/prefix/api-admin/customer/a%252Fb/communication/rts"
         );
     }
 
