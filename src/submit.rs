@@ -377,9 +377,16 @@ impl Run<'_> {
             Some(e) => Some(format!("writing the results failed: {e}")),
             None => reason,
         };
+        info!(
+            ?ending,
+            accepted = counts.accepted,
+            failed = counts.failed,
+            "sending over"
+        );
         results
             .finish(ending == Ending::Finished)
             .map_err(Failure::Other)?;
+        info!("results file complete");
 
         let not_attempted = self.plan.pending.saturating_sub(counts.total());
         Ok(self.summarise(ending, reason, counts, not_attempted, session.logins()))
@@ -393,7 +400,16 @@ impl Run<'_> {
         not_attempted: u64,
         logins: u64,
     ) -> Summary {
-        let failed_rows = write_failed_rows(&self.settings.results, &self.export.headers);
+        // A finished run with nothing failed or invalid, now or before,
+        // has no rows to list: skip reading the results again.
+        let none_failed = ending == Ending::Finished
+            && counts.failed + counts.invalid + self.plan.prior_invalid == 0;
+        let failed_rows = if none_failed {
+            let _ = std::fs::remove_file(crate::settings::failed_rows_path(&self.settings.results));
+            None
+        } else {
+            write_failed_rows(&self.settings.results, &self.export.headers)
+        };
         let seconds = self.started.elapsed().as_secs_f64();
         let sent = counts.accepted + counts.failed;
         let exit_code = match ending {
