@@ -84,11 +84,28 @@ impl<R: Read> Read for Tracked<R> {
 
 impl State {
     fn observe(&mut self, chunk: &[u8]) {
-        for &b in chunk {
+        let mut at = 0;
+        while let Some(&b) = chunk.get(at) {
             self.bytes_seen += 1;
             self.count_line_end(b);
             self.follow_quotes(b);
+            at += 1;
+            if !self.is_special(b) {
+                // After one ordinary byte, the rest of a run of them changes
+                // nothing but the count.
+                let run = chunk[at..]
+                    .iter()
+                    .position(|&c| self.is_special(c))
+                    .unwrap_or(chunk.len() - at);
+                self.bytes_seen += run as u64;
+                at += run;
+            }
         }
+    }
+
+    /// A byte that can end a line, a field or a quote.
+    fn is_special(&self, b: u8) -> bool {
+        b == b'\r' || b == b'\n' || b == b'"' || b == self.delimiter
     }
 
     /// CRLF, LF and a bare CR each end one line. The first byte after a

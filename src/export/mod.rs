@@ -78,6 +78,18 @@ pub struct Export {
     has_header: bool,
     /// Data record → the earlier record with the same id.
     duplicates: Arc<HashMap<u64, u64>>,
+    /// What the opening pass counted.
+    pub census: Census,
+}
+
+/// How many data records of each kind an export holds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Census {
+    pub records: u64,
+    pub blank: u64,
+    pub invalid: u64,
+    pub duplicate: u64,
+    pub to_send: u64,
 }
 
 /// One data record and what to do with it.
@@ -151,9 +163,12 @@ impl Export {
             id_index: 0,
             has_header: !options.no_header,
             duplicates: Arc::default(),
+            census: Census::default(),
         };
         export.settle_columns(options)?;
-        export.duplicates = Arc::new(find_duplicates(export.rows()?)?);
+        let (duplicates, census) = survey(export.rows()?)?;
+        export.duplicates = Arc::new(duplicates);
+        export.census = census;
         Ok(export)
     }
 
@@ -464,19 +479,27 @@ fn oversized(fields: &[String]) -> Option<String> {
     ))
 }
 
-/// Rows that repeat an earlier row's id, with the row they repeat.
+/// Rows that repeat an earlier row's id, with the row they repeat, and how
+/// many rows there are of each kind.
 ///
 /// Found in a pass of their own before any other, from a vector of one
 /// 128-bit hash and one row number per id (24 bytes a row) sorted once:
 /// much smaller than a hash set of the ids, and the one part of reading
 /// that grows with the file.
-fn find_duplicates(rows: Rows) -> Result<HashMap<u64, u64>, InputError> {
+fn survey(rows: Rows) -> Result<(HashMap<u64, u64>, Census), InputError> {
     let keys = (RandomState::new(), RandomState::new());
     let mut seen: Vec<([u64; 2], u64)> = Vec::new();
+    let mut census = Census::default();
     for row in rows {
         let row = row?;
-        if let Verdict::Send(id) = &row.verdict {
-            seen.push(([keys.0.hash_one(id), keys.1.hash_one(id)], row.number));
+        census.records += 1;
+        match &row.verdict {
+            Verdict::Send(id) => {
+                seen.push(([keys.0.hash_one(id), keys.1.hash_one(id)], row.number));
+            }
+            Verdict::Invalid(_) => census.invalid += 1,
+            Verdict::Blank => census.blank += 1,
+            Verdict::Duplicate { .. } => {}
         }
     }
     seen.sort_unstable();
@@ -486,7 +509,9 @@ fn find_duplicates(rows: Rows) -> Result<HashMap<u64, u64>, InputError> {
         let first = group[0].1;
         duplicates.extend(group[1..].iter().map(|(_, row)| (*row, first)));
     }
-    Ok(duplicates)
+    census.duplicate = duplicates.len() as u64;
+    census.to_send = seen.len() as u64 - census.duplicate;
+    Ok((duplicates, census))
 }
 
 /// Counts of a whole export's rows by verdict.
@@ -561,6 +586,36 @@ mod tests {
             let rows = rows_of(text.as_bytes());
             assert_eq!(lines(&rows), vec![(1, 2), (2, 5), (3, 6)], "{end:?}");
         }
+    }
+
+    #[test]
+    fn the_opening_pass_counts_what_a_full_read_finds() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("export.csv");
+        let text = "id,name\nAB12,a\n,,\nAB12,b\n,no id\nCD34,c\nAB12,d\nEF56,e\n";
+        std::fs::write(&path, text).unwrap();
+
+        let export = Export::open(&path, &ReadOptions::default()).unwrap();
+        let tally = validate(&export).unwrap();
+
+        let expected = Census {
+            records: 7,
+            blank: 1,
+            invalid: 1,
+            duplicate: 2,
+            to_send: 3,
+        };
+        assert_eq!(export.census, expected);
+        assert_eq!(
+            (
+                tally.records(),
+                tally.blank,
+                tally.invalid,
+                tally.duplicate,
+                tally.to_send
+            ),
+            (7, 1, 1, 2, 3)
+        );
     }
 
     #[test]
