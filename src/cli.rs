@@ -157,6 +157,11 @@ pub struct SubmitArgs {
     #[arg(long, value_name = "N")]
     pub max_rate: Option<f64>,
 
+    /// Threads sending requests [default: one per 16 requests in flight,
+    /// at most one per core].
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+
     /// Attempts per row, the first included.
     #[arg(long, value_name = "N")]
     pub max_attempts: Option<u32>,

@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, trace, warn};
 
 use crate::adaptive::Signal;
-use crate::jlp::{Answer, Event, LoginError};
+use crate::jlp::{Answer, Client, Event, LoginError};
 use crate::login::Session;
 use crate::outcome::{Outcome, Status};
 use crate::pace::Pace;
@@ -104,53 +104,187 @@ impl std::fmt::Display for Halt {
     }
 }
 
-/// Runs `workers` workers until the queue is empty or the pool is stopped.
+/// Runs `workers` workers, spread over `lanes` threads, until the queue is
+/// empty or the pool is stopped; `now` stops them at once, leaving the rows
+/// in hand unrecorded.
+///
+/// Each lane is a single-threaded runtime with a client of its own, so a
+/// row's request, its connection and its answer stay on one thread; the
+/// lanes share only the queue (a batch at a time), the login, the pace and
+/// the results writer. The first lane is the caller's.
 pub async fn run(
     pool: Arc<Pool>,
-    workers: usize,
+    lanes: Lanes,
     queue: mpsc::Receiver<Vec<Job>>,
     outcomes: mpsc::Sender<Outcome>,
-) -> tokio::task::JoinSet<()> {
-    let queue = Arc::new(tokio::sync::Mutex::new(Queue {
-        batches: queue,
-        batch: Vec::new().into_iter(),
-    }));
-    let mut set = tokio::task::JoinSet::new();
-    for _ in 0..workers {
-        let (pool, queue, outcomes) = (pool.clone(), queue.clone(), outcomes.clone());
-        set.spawn(async move { work(&pool, &queue, &outcomes).await });
-    }
-    set
-}
+    now: CancellationToken,
+) {
+    let queue = Arc::new(Queue::new(queue));
+    let mut shares = lanes.shares().into_iter();
+    let first = shares.next().unwrap_or(0);
+    let others: Vec<_> = shares
+        .map(|workers| {
+            let lane = Lane {
+                pool: pool.clone(),
+                client: Arc::new(pool.session.client().sibling()),
+                queue: queue.clone(),
+                outcomes: outcomes.clone(),
+            };
+            let now = now.clone();
+            std::thread::Builder::new()
+                .name("jlp-rts-lane".into())
+                .spawn(move || lane.run_on_own_runtime(workers, &now))
+        })
+        .collect();
 
-/// Rows arrive in batches; workers take them one at a time.
-struct Queue {
-    batches: mpsc::Receiver<Vec<Job>>,
-    batch: std::vec::IntoIter<Job>,
-}
-
-impl Queue {
-    async fn next(&mut self) -> Option<Job> {
-        loop {
-            if let Some(job) = self.batch.next() {
-                return Some(job);
+    let lane = Lane {
+        client: Arc::new(pool.session.client().sibling()),
+        pool,
+        queue,
+        outcomes,
+    };
+    lane.run(first, &now).await;
+    for thread in others {
+        match thread {
+            Ok(thread) => {
+                let joined = tokio::task::spawn_blocking(move || thread.join())
+                    .await
+                    .expect("waiting for a worker thread failed");
+                if let Err(panic) = joined {
+                    std::panic::resume_unwind(panic);
+                }
             }
-            self.batch = self.batches.recv().await?.into_iter();
+            Err(error) => warn!(%error, "could not start a worker thread"),
         }
     }
 }
 
-async fn work(pool: &Pool, queue: &tokio::sync::Mutex<Queue>, outcomes: &mpsc::Sender<Outcome>) {
+/// How many workers, on how many threads.
+#[derive(Debug, Clone, Copy)]
+pub struct Lanes {
+    pub workers: usize,
+    pub lanes: usize,
+}
+
+impl Lanes {
+    /// `threads` lanes when given; otherwise a thread per 16 workers, no
+    /// more than the machine's cores: below that, one thread keeps up with
+    /// the network.
+    pub fn new(workers: usize, threads: Option<usize>) -> Lanes {
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        let lanes = threads.unwrap_or((workers / 16).clamp(1, cores.min(4)));
+        Lanes {
+            workers,
+            lanes: lanes.clamp(1, workers.max(1)),
+        }
+    }
+
+    /// Workers per lane, as even as can be.
+    fn shares(self) -> Vec<usize> {
+        (0..self.lanes)
+            .map(|i| self.workers / self.lanes + usize::from(i < self.workers % self.lanes))
+            .collect()
+    }
+}
+
+/// What one lane's workers share.
+struct Lane {
+    pool: Arc<Pool>,
+    client: Arc<Client>,
+    queue: Arc<Queue>,
+    outcomes: mpsc::Sender<Outcome>,
+}
+
+impl Lane {
+    fn run_on_own_runtime(self, workers: usize, now: &CancellationToken) {
+        match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(runtime) => runtime.block_on(self.run(workers, now)),
+            Err(error) => warn!(%error, "could not start a worker thread's runtime"),
+        }
+    }
+
+    async fn run(self, workers: usize, now: &CancellationToken) {
+        let mut set = tokio::task::JoinSet::new();
+        for _ in 0..workers {
+            let (pool, client, queue, outcomes) = (
+                self.pool.clone(),
+                self.client.clone(),
+                self.queue.clone(),
+                self.outcomes.clone(),
+            );
+            set.spawn(async move { work(&pool, &client, &queue, &outcomes).await });
+        }
+        drop(self.outcomes);
+
+        tokio::select! {
+            () = async { while set.join_next().await.is_some() {} } => return,
+            () = now.cancelled() => {}
+        }
+        set.abort_all();
+        while set.join_next().await.is_some() {}
+    }
+}
+
+/// Rows arrive in batches; every worker, whatever its lane, takes them one
+/// at a time, so no lane sits idle while another holds rows. One worker at
+/// a time fetches the next batch; the others wait to be told it is there.
+struct Queue {
+    batches: tokio::sync::Mutex<mpsc::Receiver<Vec<Job>>>,
+    batch: Mutex<std::vec::IntoIter<Job>>,
+    refilled: tokio::sync::Notify,
+    drained: std::sync::atomic::AtomicBool,
+}
+
+impl Queue {
+    fn new(batches: mpsc::Receiver<Vec<Job>>) -> Queue {
+        Queue {
+            batches: tokio::sync::Mutex::new(batches),
+            batch: Mutex::new(Vec::new().into_iter()),
+            refilled: tokio::sync::Notify::new(),
+            drained: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    async fn next(&self) -> Option<Job> {
+        loop {
+            let refilled = self.refilled.notified();
+            if let Some(job) = self.take() {
+                return Some(job);
+            }
+            if self.drained.load(Ordering::Acquire) {
+                return None;
+            }
+            let Ok(mut batches) = self.batches.try_lock() else {
+                refilled.await;
+                continue;
+            };
+            match batches.recv().await {
+                Some(batch) => *self.batch.lock().expect("queue lock poisoned") = batch.into_iter(),
+                None => self.drained.store(true, Ordering::Release),
+            }
+            self.refilled.notify_waiters();
+        }
+    }
+
+    fn take(&self) -> Option<Job> {
+        self.batch.lock().expect("queue lock poisoned").next()
+    }
+}
+
+async fn work(pool: &Pool, client: &Client, queue: &Queue, outcomes: &mpsc::Sender<Outcome>) {
     loop {
         let job = tokio::select! {
             biased;
             () = pool.stop.cancelled() => return,
-            job = async { queue.lock().await.next().await } => match job {
+            job = queue.next() => match job {
                 Some(job) => job,
                 None => return,
             },
         };
-        let Some(outcome) = deliver(pool, job).await else {
+        let Some(outcome) = deliver(pool, client, job).await else {
             return;
         };
         if outcomes.send(outcome).await.is_err() {
@@ -162,7 +296,7 @@ async fn work(pool: &Pool, queue: &tokio::sync::Mutex<Queue>, outcomes: &mpsc::S
 /// Sends one row's event until it is accepted, refused for good, or out of
 /// attempts. `None` when the run stopped before the row had an answer
 /// worth recording: it stays unrecorded, for `--resume`.
-async fn deliver(pool: &Pool, job: Job) -> Option<Outcome> {
+async fn deliver(pool: &Pool, client: &Client, job: Job) -> Option<Outcome> {
     let mut backoff = pool.policy.delays();
     let mut tries = Tries::default();
     loop {
@@ -175,7 +309,7 @@ async fn deliver(pool: &Pool, job: Job) -> Option<Outcome> {
         };
         tries.requests += 1;
         let (token, generation) = pool.session.token();
-        let answer = pool.session.client().send_event(&token, &job.event).await;
+        let answer = client.send_event(&token, &job.event).await;
         pool.pace.finished(ticket, signal(&answer));
         trace!(row = job.row, requests = tries.requests, ?answer, "answer");
 
@@ -302,5 +436,18 @@ fn finished(job: Job, answer: &Answer, requests: u32, prefix: &str) -> Outcome {
         message: format!("{prefix}{}", explained(answer)),
         attempts: requests,
         at: SystemTime::now(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn workers_are_spread_evenly_over_the_threads() {
+        assert_eq!(Lanes::new(64, Some(2)).shares(), vec![32, 32]);
+        assert_eq!(Lanes::new(5, Some(2)).shares(), vec![3, 2]);
+        assert_eq!(Lanes::new(3, Some(8)).shares(), vec![1, 1, 1]);
+        assert_eq!(Lanes::new(8, None).shares(), vec![8]);
     }
 }

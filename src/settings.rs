@@ -29,6 +29,7 @@ pub struct FileSettings {
     pub concurrency: Option<toml::Value>,
     pub id_column: Option<String>,
     pub max_rate: Option<f64>,
+    pub threads: Option<usize>,
     pub max_attempts: Option<u32>,
     pub max_delay: Option<f64>,
     pub refresh_path: Option<String>,
@@ -97,6 +98,8 @@ pub struct SubmitSettings {
     pub dry_run: bool,
     pub concurrency: Concurrency,
     pub max_rate: Option<f64>,
+    /// Threads sending requests; `None` leaves it to the concurrency.
+    pub threads: Option<usize>,
     pub retry: RetryPolicy,
     pub refresh_path: Option<String>,
     /// Form field name and the header of the column it comes from.
@@ -122,6 +125,10 @@ pub fn submit(args: &SubmitArgs, file: &FileSettings) -> anyhow::Result<SubmitSe
     if max_rate.is_some_and(|r| !(r > 0.0 && r.is_finite())) {
         bail!("`--max-rate` must be a positive number of calls a second");
     }
+    let threads = args.threads.or(file.threads);
+    if threads.is_some_and(|n| !(1..=64).contains(&n)) {
+        bail!("`--threads` must be a number from 1 to 64");
+    }
     let fields = field_mappings(&args.fields, file)?;
     let connection = if args.dry_run {
         None
@@ -137,6 +144,7 @@ pub fn submit(args: &SubmitArgs, file: &FileSettings) -> anyhow::Result<SubmitSe
         dry_run: args.dry_run,
         concurrency,
         max_rate,
+        threads,
         retry,
         refresh_path: args
             .refresh_path

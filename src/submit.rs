@@ -175,8 +175,20 @@ fn prior_run(settings: &SubmitSettings, export: &Export) -> Result<Option<(Prior
         .map_err(Failure::usage)
 }
 
-/// The validation pass: reads every row once, before anything is sent.
+/// What is to be done. A first run takes it from the pass that opened the
+/// export; a resumed run reads every row again, to set it against the
+/// results of the earlier run.
 fn plan(export: &Export, priors: Option<&Priors>) -> Result<Plan, Failure> {
+    let Some(priors) = priors else {
+        let census = export.census;
+        return Ok(Plan {
+            records: census.records,
+            blank: census.blank,
+            pending: census.records - census.blank,
+            to_send: census.to_send,
+            ..Plan::default()
+        });
+    };
     let mut plan = Plan::default();
     for row in export.rows().map_err(Failure::usage)? {
         let row = row.map_err(Failure::usage)?;
@@ -185,7 +197,7 @@ fn plan(export: &Export, priors: Option<&Priors>) -> Result<Plan, Failure> {
             plan.blank += 1;
             continue;
         }
-        if let Some(prior) = priors.and_then(|p| p.get(&row.number)) {
+        if let Some(prior) = priors.get(&row.number) {
             if prior.status == Status::Accepted && !same_row(prior, &row) {
                 return Err(Failure::usage(anyhow::anyhow!(
                     "the results file was made from a different input: record {} (line {}) \
@@ -204,7 +216,7 @@ fn plan(export: &Export, priors: Option<&Priors>) -> Result<Plan, Failure> {
         plan.pending += 1;
         plan.to_send += u64::from(matches!(row.verdict, Verdict::Send(_)));
     }
-    if let Some(extra) = priors.and_then(|p| p.keys().find(|row| **row > plan.records)) {
+    if let Some(extra) = priors.keys().find(|row| **row > plan.records) {
         return Err(Failure::usage(anyhow::anyhow!(
             "the results file was made from a different input: it records row {extra}, \
              but the export has {} records",
@@ -349,9 +361,14 @@ impl Run<'_> {
         };
 
         // Stage three: the workers, until done or told to stop.
-        info!(workers, rows = self.plan.to_send, "sending");
-        let mut set = pool::run(pool.clone(), workers, job_rx, outcome_tx).await;
-        signals.drain(&mut set).await;
+        let lanes = pool::Lanes::new(workers, self.settings.threads);
+        info!(
+            workers,
+            threads = lanes.lanes,
+            rows = self.plan.to_send,
+            "sending"
+        );
+        pool::run(pool.clone(), lanes, job_rx, outcome_tx, signals.now.clone()).await;
 
         // The reader may still be handing over an outcome: wait off this thread.
         let fed = tokio::task::spawn_blocking(move || reader.join())
@@ -609,9 +626,11 @@ fn record_batch(
     results.flush()
 }
 
-/// SIGINT and SIGTERM: the first stops the run gently, a second at once.
+/// SIGINT and SIGTERM: the first stops the run gently, letting the rows in
+/// flight finish for up to [`GRACE`]; a second stops it at once.
 struct Signals {
     first: Arc<std::sync::Mutex<Option<Ending>>>,
+    /// Stop the workers now, rows in hand or not.
     now: CancellationToken,
 }
 
@@ -638,6 +657,7 @@ impl Signals {
             tokio::select! {
                 _ = int.recv() => {},
                 _ = term.recv() => {},
+                () = tokio::time::sleep(GRACE) => {},
             }
             hard.cancel();
         });
@@ -646,28 +666,6 @@ impl Signals {
 
     fn received(&self) -> Option<Ending> {
         *self.first.lock().expect("signal lock poisoned")
-    }
-
-    /// Waits for the workers: all of them when the run ends by itself,
-    /// [`GRACE`] after a first stop signal, none after a second.
-    async fn drain(&self, set: &mut tokio::task::JoinSet<()>) {
-        let all_done = async { while set.join_next().await.is_some() {} };
-        tokio::select! {
-            () = all_done => return,
-            () = self.now.cancelled() => {}
-            () = async {
-                self.first_seen().await;
-                tokio::time::sleep(GRACE).await;
-            } => {}
-        }
-        set.abort_all();
-        while set.join_next().await.is_some() {}
-    }
-
-    async fn first_seen(&self) {
-        while self.received().is_none() {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
     }
 }
 

@@ -336,6 +336,72 @@ fn a_second_sigint_stops_at_once_with_the_results_intact() {
 }
 
 #[test]
+fn a_second_sigint_stops_every_sending_thread_at_once() {
+    let server = Server::start(SandboxConfig {
+        latency: Duration::from_secs(3),
+        ..SandboxConfig::default()
+    });
+    let work = Work::new();
+    work.write("r.csv", export_rows(50));
+    let url = server.url();
+
+    let mut child = spawn(&work, &url, &["--concurrency", "4", "--threads", "2"]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while server.stats().rts_calls < 4 {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    signal(&child, "INT");
+    std::thread::sleep(Duration::from_millis(200));
+    signal(&child, "INT");
+    let started = Instant::now();
+    let status = child.wait().unwrap();
+
+    assert_eq!(status.code(), Some(130));
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "a thread waited for its answers"
+    );
+    let rows = work.results("r.results.csv");
+    assert!(rows.is_empty(), "{rows:?}");
+}
+
+#[test]
+fn threads_share_one_login_and_record_each_event_once_in_order() {
+    let server = Server::start(SandboxConfig {
+        token_ttl: Some(Duration::from_millis(700)),
+        latency: Duration::from_millis(10),
+        ..SandboxConfig::default()
+    });
+    let work = Work::new();
+    work.write("r.csv", export_rows(2000));
+    let started = Instant::now();
+
+    let run = work.submit(
+        "r.csv",
+        &server,
+        &["--concurrency", "32", "--threads", "2", "-v"],
+    );
+
+    assert_eq!(run.code, 0, "{}", run.all());
+    assert!(run.stderr.contains("threads=2"), "{}", run.stderr);
+    let stats = server.stats();
+    assert_eq!(stats.accepted.len(), 2000);
+    assert!(
+        stats.accepted.values().all(|n| *n == 1),
+        "an event was sent twice"
+    );
+    let lifetimes = (started.elapsed().as_secs_f64() / 0.7).ceil() as u64 + 1;
+    assert!(stats.logins >= 2, "the token never expired");
+    assert!(
+        stats.logins <= lifetimes,
+        "{} logins for {lifetimes} token lifetimes",
+        stats.logins
+    );
+    assert_eq!(recorded_rows(&work), (1..=2000).collect::<Vec<_>>());
+}
+
+#[test]
 fn resume_on_a_finished_file_sends_nothing_and_exits_0() {
     let server = Server::default();
     let work = Work::new();

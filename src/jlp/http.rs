@@ -83,6 +83,7 @@ pub struct Http {
     idle: Mutex<Vec<Idle>>,
 }
 
+#[derive(Clone)]
 enum Route {
     Direct(HttpConnector),
     /// Plain HTTP through a forward proxy: requests name the whole URL.
@@ -130,6 +131,22 @@ impl Http {
             request_timeout: options.request_timeout,
             idle: Mutex::new(Vec::new()),
         })
+    }
+
+    /// Connections to the same origin, none of them shared with this one:
+    /// for requests made on another thread.
+    pub fn sibling(&self) -> Http {
+        Http {
+            origin: self.origin.clone(),
+            origin_text: self.origin_text.clone(),
+            host: self.host.clone(),
+            user_agent: self.user_agent.clone(),
+            route: self.route.clone(),
+            tls: self.tls.clone(),
+            connect_timeout: self.connect_timeout,
+            request_timeout: self.request_timeout,
+            idle: Mutex::new(Vec::new()),
+        }
     }
 
     /// `POST path` (already percent-encoded) with `headers` and `body`.

@@ -244,6 +244,17 @@ impl Client {
         })
     }
 
+    /// A client to the same API with connections of its own, for workers
+    /// on another thread: a connection is served by the thread that opened
+    /// it, so sharing one across threads would cost a wake-up per answer.
+    pub fn sibling(&self) -> Client {
+        Client {
+            http: self.http.sibling(),
+            prefix: self.prefix.clone(),
+            body: self.body,
+        }
+    }
+
     /// `POST {base}/api-admin/login`; the account must hold the RTS
     /// capability.
     pub async fn login(
@@ -361,6 +372,8 @@ const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
 
 /// The form boundary, unless a field holds it (see [`form`]).
 const FORM_BOUNDARY: &str = "jlp-rts-form-7c1f9a2e5b";
+const EMPTY_FORM_TYPE: &str = "multipart/form-data; boundary=jlp-rts-form-7c1f9a2e5b";
+const EMPTY_FORM: &[u8] = b"--jlp-rts-form-7c1f9a2e5b--\r\n";
 /// Everything but unreserved characters is encoded, so no id can add a
 /// segment, a query or a fragment.
 const PATH_SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
@@ -373,6 +386,13 @@ const PATH_SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANU
 /// encoded as browsers do: `"`, CR and LF in a name are percent-encoded,
 /// values go as they are, between boundaries that none of them contains.
 fn form(fields: &[(String, String)]) -> (HeaderValue, Bytes) {
+    if fields.is_empty() {
+        // What an empty form encodes to, without building one per row.
+        return (
+            HeaderValue::from_static(EMPTY_FORM_TYPE),
+            Bytes::from_static(EMPTY_FORM),
+        );
+    }
     let mut boundary = FORM_BOUNDARY.to_string();
     while fields
         .iter()
@@ -411,16 +431,21 @@ fn json_fields(fields: &[(String, String)]) -> Bytes {
 /// What an answer means for the row.
 fn judge(reply: &Reply, access: &Secret) -> Answer {
     let status = reply.status;
-    let (code, message) = first_message(&reply.body);
-    let (code, message) = (hide(code, access), hide(message, access));
     let status_code = status.as_u16();
+    let envelope = serde_json::from_slice::<Envelope>(&reply.body).ok();
+    if status.is_success()
+        && envelope
+            .as_ref()
+            .is_some_and(|e| e.result == serde_json::Value::Bool(true))
+    {
+        return Answer::Accepted {
+            status: status_code,
+        };
+    }
+    let (code, message) = explain(envelope, &reply.body);
+    let (code, message) = (hide(code, access), hide(message, access));
 
     if status.is_success() {
-        if accepted(&reply.body) {
-            return Answer::Accepted {
-                status: status_code,
-            };
-        }
         let message = if message.is_empty() {
             "the JLP answered without `\"result\": true`".to_string()
         } else {
@@ -468,11 +493,6 @@ fn judge(reply: &Reply, access: &Secret) -> Answer {
     }
 }
 
-fn accepted(bytes: &[u8]) -> bool {
-    serde_json::from_slice::<Envelope>(bytes)
-        .is_ok_and(|e| e.result == serde_json::Value::Bool(true))
-}
-
 pub fn is_transient_status(status: u16) -> bool {
     matches!(status, 408 | 429 | 500 | 502 | 503 | 504)
 }
@@ -489,14 +509,19 @@ fn transport_failure(error: &HttpError) -> Answer {
 /// The first `messages[]` entry's code and text, or a safe excerpt of a body
 /// that is not JSON.
 fn first_message(bytes: &[u8]) -> (String, String) {
-    match serde_json::from_slice::<Envelope>(bytes) {
-        Ok(envelope) => envelope
+    explain(serde_json::from_slice::<Envelope>(bytes).ok(), bytes)
+}
+
+/// [`first_message`] of a body already parsed, when it parsed.
+fn explain(envelope: Option<Envelope>, bytes: &[u8]) -> (String, String) {
+    match envelope {
+        Some(envelope) => envelope
             .messages
             .into_iter()
             .next()
             .map(|m| (excerpt(&m.code), excerpt(&m.message)))
             .unwrap_or_default(),
-        Err(_) => (String::new(), excerpt(&String::from_utf8_lossy(bytes))),
+        None => (String::new(), excerpt(&String::from_utf8_lossy(bytes))),
     }
 }
 
