@@ -310,6 +310,13 @@ else
 fi
 SERVED=$(( REQ_AFTER - REQ_BEFORE - 1 ))  # minus the status request itself
 
+# A run that failed measured nothing worth printing as a rate.
+if [[ "$JLP_RC" != 0 ]]; then
+    say "jlp-rts exited with $JLP_RC; last lines of its stderr:"
+    tail -n 20 "$TMP/jlp.stderr" >&2 || true
+    exit 1
+fi
+
 # --- 6. report --------------------------------------------------------------
 python3 - "$WALL_RAW" "$((T1 - T0))" "$USER_S" "$SYS_S" "$RSS_KB" "$ROWS" "$WRK_RPS" \
     "$JLP_RC" "$RESULT_ROWS" "$RESULT_ACCEPTED" "$SERVED" "$CONCURRENCY" "$DURATION" <<'EOF'
@@ -358,8 +365,3 @@ if ((SERVED < ROWS)); then
     say "note: the server saw $SERVED requests for $ROWS rows; rows/s is not a request rate"
 fi
 
-if [[ "$JLP_RC" != 0 ]]; then
-    say "jlp-rts exited with $JLP_RC; last lines of its stderr:"
-    tail -n 20 "$TMP/jlp.stderr" >&2 || true
-    exit 1
-fi
