@@ -116,12 +116,15 @@ impl Http {
         };
         let origin: Uri = format!("{}://{host}:{port}", base.scheme()).parse()?;
         let origin_text = format!("{}://{authority}", base.scheme());
+        // The certificate file is checked whatever the scheme, so that a
+        // mistake in it shows before the day the base turns to https.
+        let tls_connector = tls_connector(options)?;
         let tls = match base.scheme() {
-            "https" => Some((tls_connector(options)?, server_name(host)?)),
+            "https" => Some((tls_connector, server_name(host)?)),
             _ => None,
         };
         Ok(Http {
-            route: route(&origin, options),
+            route: route(&origin, options)?,
             host: HeaderValue::try_from(authority)?,
             user_agent: HeaderValue::from_static(concat!("jlp-rts/", env!("CARGO_PKG_VERSION"))),
             origin,
@@ -193,18 +196,24 @@ impl Http {
     /// is one.
     async fn exchange(&self, request: Request<Full<Bytes>>) -> Result<Reply, HttpError> {
         let (mut sender, reused) = self.checkout().await?;
+        // A server may close a kept-alive connection just as a request goes
+        // out on it; that request is sent once more, on a fresh connection.
+        // Sending twice is safe: every event carries its Idempotency-Key.
+        let spare = reused.then(|| copy(&request));
         let response = match sender.try_send_request(request).await {
             Ok(response) => response,
-            Err(mut refused) => match refused.take_message() {
-                // The server closed the kept-alive connection before the
-                // request went out: nothing was sent, so send it afresh.
-                Some(request) if reused => {
-                    debug!("a kept-alive connection had closed; opening another");
-                    sender = self.connect().await?;
-                    sender.send_request(request).await.map_err(failed)?
+            Err(mut refused) => {
+                let unsent = refused.take_message();
+                let closed = refused.error().is_incomplete_message();
+                match unsent.or(spare.filter(|_| closed)) {
+                    Some(request) if reused => {
+                        debug!("a kept-alive connection had closed; sending on another");
+                        sender = self.connect().await?;
+                        sender.send_request(request).await.map_err(failed)?
+                    }
+                    _ => return Err(failed(refused.into_error())),
                 }
-                _ => return Err(failed(refused.into_error())),
-            },
+            }
         };
 
         let (parts, body) = response.into_parts();
@@ -276,7 +285,7 @@ impl Http {
 }
 
 /// Where connections to `origin` go, by the proxy variables.
-fn route(origin: &Uri, options: &Options) -> Route {
+fn route(origin: &Uri, options: &Options) -> anyhow::Result<Route> {
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
     connector.enforce_http(false);
@@ -286,8 +295,19 @@ fn route(origin: &Uri, options: &Options) -> Route {
         None
     };
     let Some(proxy) = intercept else {
-        return Route::Direct(connector);
+        return Ok(Route::Direct(connector));
     };
+    // Known limit: only plain-HTTP proxies are spoken to. An `https://`
+    // proxy would get its CONNECT request, credentials included, in clear
+    // text, and a SOCKS proxy would get HTTP; both are refused instead.
+    if proxy.uri().scheme_str() != Some("http") {
+        anyhow::bail!(
+            "the proxy `{}` (from the HTTPS_PROXY, HTTP_PROXY or ALL_PROXY variable) is not \
+             an http:// proxy, the only kind jlp-rts speaks to; give an http:// proxy, or \
+             exempt this host with NO_PROXY",
+            redacted(proxy.uri())
+        );
+    }
     debug!(proxy = %redacted(proxy.uri()), "connecting through a proxy");
     let auth = proxy.basic_auth().cloned().map(|mut auth| {
         auth.set_sensitive(true);
@@ -295,26 +315,24 @@ fn route(origin: &Uri, options: &Options) -> Route {
     });
     if origin.scheme_str() == Some("https") {
         let tunnel = Tunnel::new(proxy.uri().clone(), connector);
-        return Route::Tunnel(match auth {
+        return Ok(Route::Tunnel(match auth {
             Some(auth) => tunnel.with_auth(auth),
             None => tunnel,
-        });
+        }));
     }
-    Route::Forward {
+    Ok(Route::Forward {
         proxy: proxy.uri().clone(),
         auth,
         connector,
-    }
+    })
 }
 
 /// A proxy's address without any user name or password in it.
 fn redacted(uri: &Uri) -> String {
-    format!(
-        "{}://{}:{}",
-        uri.scheme_str().unwrap_or("http"),
-        uri.host().unwrap_or(""),
-        uri.port_u16().unwrap_or(80)
-    )
+    let scheme = uri.scheme_str().unwrap_or("http");
+    let default_port = if scheme == "https" { 443 } else { 80 };
+    let port = uri.port_u16().unwrap_or(default_port);
+    format!("{scheme}://{}:{port}", uri.host().unwrap_or(""))
 }
 
 async fn dial<C>(mut connector: C, to: Uri) -> Result<TcpStream, HttpError>
@@ -364,6 +382,14 @@ async fn read_capped(mut body: Incoming) -> Result<(Vec<u8>, bool), HttpError> {
         read.extend_from_slice(&data);
     }
     Ok((read, true))
+}
+
+fn copy(request: &Request<Full<Bytes>>) -> Request<Full<Bytes>> {
+    let mut copy = Request::new(request.body().clone());
+    *copy.method_mut() = request.method().clone();
+    *copy.uri_mut() = request.uri().clone();
+    *copy.headers_mut() = request.headers().clone();
+    copy
 }
 
 fn failed(error: hyper::Error) -> HttpError {
