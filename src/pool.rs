@@ -276,13 +276,18 @@ impl Queue {
 
 async fn work(pool: &Pool, client: &Client, queue: &Queue, outcomes: &mpsc::Sender<Outcome>) {
     loop {
+        // A job at hand is taken without waiting on the stop signal: that
+        // wait is only set up when the queue makes this worker wait.
+        if pool.stop.is_cancelled() {
+            return;
+        }
         let job = tokio::select! {
             biased;
-            () = pool.stop.cancelled() => return,
             job = queue.next() => match job {
                 Some(job) => job,
                 None => return,
             },
+            () = pool.stop.cancelled() => return,
         };
         let Some(outcome) = deliver(pool, client, job).await else {
             return;
@@ -302,10 +307,13 @@ async fn deliver(pool: &Pool, client: &Client, job: Job) -> Option<Outcome> {
     loop {
         // A stop while waiting for our turn (a 429 pause, the rate) leaves
         // the row for `--resume`.
+        if pool.stop.is_cancelled() {
+            return None;
+        }
         let ticket = tokio::select! {
             biased;
-            () = pool.stop.cancelled() => return None,
             ticket = pool.pace.ready() => ticket,
+            () = pool.stop.cancelled() => return None,
         };
         tries.requests += 1;
         let (token, generation) = pool.session.token();
