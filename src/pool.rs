@@ -261,6 +261,11 @@ impl Queue {
                 refilled.await;
                 continue;
             };
+            // Another thread may have fetched a batch between the look
+            // above and taking the lock: only an empty batch is replaced.
+            if let Some(job) = self.take() {
+                return Some(job);
+            }
             match batches.recv().await {
                 Some(batch) => *self.batch.lock().expect("queue lock poisoned") = batch.into_iter(),
                 None => self.drained.store(true, Ordering::Release),
@@ -450,6 +455,73 @@ fn finished(job: Job, answer: &Answer, requests: u32, prefix: &str) -> Outcome {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn job(row: u64) -> Job {
+        Job {
+            row,
+            fields: Vec::new(),
+            event: Event {
+                id: row.to_string(),
+                idempotency_key: String::new(),
+                fields: Vec::new(),
+            },
+        }
+    }
+
+    /// Rows taken by 4 threads of 16 workers from a queue fed 64 at a time.
+    fn rows_taken(batches: u64) -> Vec<u64> {
+        let (feed, rows) = mpsc::channel(4);
+        let queue = Arc::new(Queue::new(rows));
+        let feeder = std::thread::spawn(move || {
+            for batch in 0..batches {
+                let jobs = (0..64).map(|i| job(batch * 64 + i)).collect();
+                feed.blocking_send(jobs).unwrap();
+            }
+        });
+        let lanes: Vec<_> = (0..4)
+            .map(|_| {
+                let queue = queue.clone();
+                std::thread::spawn(move || {
+                    let runtime = tokio::runtime::Builder::new_current_thread()
+                        .build()
+                        .unwrap();
+                    runtime.block_on(async {
+                        let mut set = tokio::task::JoinSet::new();
+                        for _ in 0..16 {
+                            let queue = queue.clone();
+                            set.spawn(async move {
+                                let mut taken = Vec::new();
+                                while let Some(job) = queue.next().await {
+                                    taken.push(job.row);
+                                    tokio::task::yield_now().await;
+                                }
+                                taken
+                            });
+                        }
+                        let mut taken = Vec::new();
+                        while let Some(rows) = set.join_next().await {
+                            taken.extend(rows.unwrap());
+                        }
+                        taken
+                    })
+                })
+            })
+            .collect();
+        feeder.join().unwrap();
+        let mut taken: Vec<u64> = lanes
+            .into_iter()
+            .flat_map(|lane| lane.join().unwrap())
+            .collect();
+        taken.sort_unstable();
+        taken
+    }
+
+    #[test]
+    fn every_row_is_taken_once_by_workers_on_several_threads() {
+        for _ in 0..100 {
+            assert_eq!(rows_taken(100), (0..6400).collect::<Vec<_>>());
+        }
+    }
 
     #[test]
     fn workers_are_spread_evenly_over_the_threads() {

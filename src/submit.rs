@@ -376,9 +376,10 @@ impl Run<'_> {
             .expect("waiting for the reader failed")
             .expect("the reader thread panicked");
         let (results, counts, write_error) = writer.await.expect("the writer task panicked");
-        if let Err(error) = fed {
+        let read_error = fed.err().map(|error| {
             warn!(%error, "reading the export failed midway");
-        }
+            format!("reading the export failed midway: {error}")
+        });
 
         let (ending, reason) = match (signals.received(), pool.halted()) {
             (Some(Ending::Interrupted), _) => (Ending::Interrupted, None),
@@ -392,7 +393,7 @@ impl Run<'_> {
         };
         let reason = match write_error {
             Some(e) => Some(format!("writing the results failed: {e}")),
-            None => reason,
+            None => reason.or(read_error),
         };
         info!(
             ?ending,
@@ -406,6 +407,15 @@ impl Run<'_> {
         info!("results file complete");
 
         let not_attempted = self.plan.pending.saturating_sub(counts.total());
+        // A run that ran its course yet left rows without an outcome must
+        // not pass for a complete one.
+        let reason = match reason {
+            None if ending == Ending::Finished && not_attempted > 0 => Some(format!(
+                "{not_attempted} rows were left without an outcome; run again with `--resume` \
+                 to send them"
+            )),
+            reason => reason,
+        };
         Ok(self.summarise(ending, reason, counts, not_attempted, session.logins()))
     }
 

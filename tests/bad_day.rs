@@ -367,6 +367,43 @@ fn a_second_sigint_stops_every_sending_thread_at_once() {
 }
 
 #[test]
+fn many_workers_on_several_threads_leave_no_row_behind() {
+    let server = Server::default();
+    let work = Work::new();
+    work.write("r.csv", export_rows(30_000));
+
+    let run = work.submit("r.csv", &server, &["--concurrency", "64", "--threads", "4"]);
+
+    assert_eq!(run.code, 0, "{}", run.all());
+    assert_eq!(server.stats().accepted.len(), 30_000);
+    assert_eq!(recorded_rows(&work), (1..=30_000).collect::<Vec<_>>());
+}
+
+#[test]
+fn an_export_cut_short_during_the_run_does_not_pass_for_a_complete_run() {
+    let server = Server::start(SandboxConfig {
+        latency: Duration::from_millis(20),
+        ..SandboxConfig::default()
+    });
+    let work = Work::new();
+    let rows = export_rows(20_000);
+    work.write("r.csv", &rows);
+    let url = server.url();
+
+    let child = spawn(&work, &url, &["--concurrency", "4"]);
+    wait_for_events(&server, 20);
+    // Truncated in place, as a careless save over the file would.
+    let head: String = rows.split_inclusive('\n').take(201).collect();
+    std::fs::write(work.path("r.csv"), head).unwrap();
+    let output = child.wait_with_output().unwrap();
+    let said = String::from_utf8_lossy(&output.stdout) + String::from_utf8_lossy(&output.stderr);
+
+    assert_eq!(output.status.code(), Some(4), "{said}");
+    assert!(said.contains("without an outcome"), "{said}");
+    assert!(said.contains("--resume"), "{said}");
+}
+
+#[test]
 fn threads_share_one_login_and_record_each_event_once_in_order() {
     let server = Server::start(SandboxConfig {
         token_ttl: Some(Duration::from_millis(700)),
