@@ -1,5 +1,5 @@
-//! A fixed set of workers delivering events through one client and one
-//! login.
+//! A fixed set of workers delivering events under one login, on one thread
+//! or a few (see [`run`]).
 //!
 //! Workers take rows from a bounded queue, send each row's event (retrying
 //! as [`RetryPolicy`] says), and hand every outcome to the results writer.
