@@ -302,8 +302,8 @@ impl Client {
             .await
             .map_err(|e| LoginError::Unreachable(e.to_string()))?;
         let status = reply.status;
-        let (code, message) = first_message(&reply.body);
-        let (code, message) = (hide(code, sent), hide(message, sent));
+        let envelope = serde_json::from_slice::<Envelope>(&reply.body).ok();
+        let (code, message) = explain(envelope, &reply.body, sent);
 
         if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
             return Err(LoginError::Refused {
@@ -442,8 +442,7 @@ fn judge(reply: &Reply, access: &Secret) -> Answer {
             status: status_code,
         };
     }
-    let (code, message) = explain(envelope, &reply.body);
-    let (code, message) = (hide(code, access), hide(message, access));
+    let (code, message) = explain(envelope, &reply.body, access);
 
     if status.is_success() {
         let message = if message.is_empty() {
@@ -462,7 +461,7 @@ fn judge(reply: &Reply, access: &Secret) -> Answer {
             .headers
             .get(LOCATION)
             .and_then(|l| l.to_str().ok())
-            .map(excerpt)
+            .map(|l| excerpt(&hide(l, access)))
             .unwrap_or_default();
         let message = format!("the JLP redirected the request to `{location}`; check `--base-url`");
         return Answer::Rejected {
@@ -507,31 +506,36 @@ fn transport_failure(error: &HttpError) -> Answer {
 }
 
 /// The first `messages[]` entry's code and text, or a safe excerpt of a body
-/// that is not JSON.
-fn first_message(bytes: &[u8]) -> (String, String) {
-    explain(serde_json::from_slice::<Envelope>(bytes).ok(), bytes)
-}
-
-/// [`first_message`] of a body already parsed, when it parsed.
-fn explain(envelope: Option<Envelope>, bytes: &[u8]) -> (String, String) {
+/// that is not JSON, with `sent` (a secret of the request) blanked out.
+fn explain(envelope: Option<Envelope>, bytes: &[u8], sent: &Secret) -> (String, String) {
+    let safe = |text: &str| excerpt(&hide(text, sent));
     match envelope {
         Some(envelope) => envelope
             .messages
             .into_iter()
             .next()
-            .map(|m| (excerpt(&m.code), excerpt(&m.message)))
+            .map(|m| (safe(&m.code), safe(&m.message)))
             .unwrap_or_default(),
-        None => (String::new(), excerpt(&String::from_utf8_lossy(bytes))),
+        None => (String::new(), safe(&String::from_utf8_lossy(bytes))),
     }
 }
 
-/// `text` with a secret we sent blanked out, should the server echo it.
-fn hide(text: String, secret: &Secret) -> String {
+/// `text` with a secret we sent blanked out, should the server echo it:
+/// as sent, escaped in JSON or encoded in a URL. Done before the text is
+/// cut short, so that no part of a secret survives the cut.
+fn hide(text: &str, secret: &Secret) -> String {
     let secret = secret.expose();
-    if secret.len() < 3 || !text.contains(secret) {
-        return text;
+    if secret.len() < 3 {
+        return text.to_string();
     }
-    text.replace(secret, "[redacted]")
+    let json = serde_json::to_string(secret).expect("a string always serialises");
+    let json = &json[1..json.len() - 1];
+    let url = percent_encoding::utf8_percent_encode(secret, PATH_SEGMENT).to_string();
+    [secret, json, url.as_str()]
+        .iter()
+        .fold(text.to_string(), |text, form| {
+            text.replace(form, "[redacted]")
+        })
 }
 
 /// At most 160 characters of text, tags dropped, whitespace folded, control
@@ -586,6 +590,61 @@ pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
 mod tests {
     use super::*;
 
+    fn message_of(bytes: &[u8]) -> (String, String) {
+        let envelope = serde_json::from_slice::<Envelope>(bytes).ok();
+        explain(envelope, bytes, &Secret::new("unused-secret"))
+    }
+
+    fn reply(status: u16, headers: &[(&'static str, &str)], body: &str) -> Reply {
+        let mut map = HeaderMap::new();
+        for (name, value) in headers {
+            map.insert(*name, HeaderValue::from_str(value).unwrap());
+        }
+        Reply {
+            status: StatusCode::from_u16(status).unwrap(),
+            headers: map,
+            body: body.as_bytes().to_vec(),
+        }
+    }
+
+    #[test]
+    fn a_secret_echoed_in_any_form_or_place_is_blanked_out() {
+        let token = Secret::new(format!("eyJ.{}.sig", "x".repeat(300)));
+        let padded = format!("{}{}", "p".repeat(110), token.expose());
+        let answers = [
+            reply(
+                302,
+                &[(
+                    "location",
+                    &format!("https://sso.example/next?t={}", token.expose()),
+                )],
+                "",
+            ),
+            reply(
+                500,
+                &[],
+                &serde_json::json!({"messages": [{"code": "x", "message": padded}]}).to_string(),
+            ),
+            reply(502, &[], &format!("<html>{padded}</html>")),
+        ];
+        for answer in &answers {
+            let shown = judge(answer, &token).message().to_string();
+            assert!(!shown.contains("eyJ.xxx"), "{shown}");
+            assert!(!shown.contains(&"x".repeat(20)), "{shown}");
+        }
+
+        let password = Secret::new(r#"pa"ss\word/?"#);
+        let echoed = serde_json::json!({"password": password.expose()}).to_string();
+        let shown = hide(
+            &format!("rejected {echoed} and {}", "pa%22ss%5Cword%2F%3F"),
+            &password,
+        );
+        assert_eq!(
+            shown,
+            r#"rejected {"password":"[redacted]"} and [redacted]"#
+        );
+    }
+
     #[test]
     fn hostile_ids_stay_one_path_segment() {
         let client = Client::new(
@@ -613,12 +672,12 @@ mod tests {
     fn bodies_of_any_shape_give_a_safe_message() {
         let json = br#"{"messages":[{"code":"customer_not_found","level":"error","message":"No such customer"}]}"#;
         assert_eq!(
-            first_message(json),
+            message_of(json),
             ("customer_not_found".into(), "No such customer".into())
         );
         let html = b"<html><body><h1>502 Bad Gateway</h1>\n<p>nginx</p></body></html>";
-        assert_eq!(first_message(html).1, "502 Bad Gateway nginx");
-        assert_eq!(first_message(b""), (String::new(), String::new()));
+        assert_eq!(message_of(html).1, "502 Bad Gateway nginx");
+        assert_eq!(message_of(b""), (String::new(), String::new()));
         assert!(excerpt(&"x".repeat(500)).ends_with("..."));
     }
 
