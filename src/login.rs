@@ -25,7 +25,10 @@ pub struct Session {
     password: Secret,
     refresh_path: Option<String>,
     current: RwLock<Current>,
-    renewing: tokio::sync::Mutex<()>,
+    /// Held by the one renewal in progress; holds the refusal that ended
+    /// renewing for good, so that workers queued behind it do not try the
+    /// same password again.
+    renewing: tokio::sync::Mutex<Option<LoginError>>,
     logins: AtomicU64,
     /// Renewals since a token last got a real answer; a server that refuses
     /// every new token must not cause a login per row.
@@ -67,7 +70,7 @@ impl Session {
             password,
             refresh_path,
             current: RwLock::new(Current::from(tokens, 0)),
-            renewing: tokio::sync::Mutex::new(()),
+            renewing: tokio::sync::Mutex::new(None),
             logins: AtomicU64::new(1),
             fruitless_renewals: AtomicU64::new(0),
         };
@@ -97,7 +100,10 @@ impl Session {
     /// Replaces the token of generation `refused`, unless another worker
     /// already has.
     pub async fn renew(&self, refused: u64) -> Result<(), LoginError> {
-        let _only_one = self.renewing.lock().await;
+        let mut refusal = self.renewing.lock().await;
+        if let Some(error) = refusal.as_ref() {
+            return Err(error.clone());
+        }
         if self.token().1 != refused {
             return Ok(());
         }
@@ -112,9 +118,15 @@ impl Session {
             Some(tokens) => tokens,
             None => {
                 self.logins.fetch_add(1, Ordering::Relaxed);
-                login_with_retries(&self.client, &self.username, &self.password)
-                    .await?
-                    .0
+                match login_with_retries(&self.client, &self.username, &self.password).await {
+                    Ok((tokens, _account)) => tokens,
+                    Err(error) => {
+                        if !error.is_transient() {
+                            *refusal = Some(error.clone());
+                        }
+                        return Err(error);
+                    }
+                }
             }
         };
 

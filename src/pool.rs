@@ -349,7 +349,8 @@ async fn deliver(pool: &Pool, client: &Client, job: Job) -> Option<Outcome> {
             } => {
                 if *status == Some(429) {
                     let asked = retry_after.unwrap_or(Duration::from_secs(1));
-                    pool.pace.pause(asked.min(pool.policy.max_delay));
+                    let floor = pool.policy.first_delay;
+                    pool.pace.pause(asked.max(floor).min(pool.policy.max_delay));
                     tries.slow_downs += 1;
                 } else {
                     tries.failures += 1;

@@ -3,7 +3,8 @@
 //! Transient failures (no connection, a timeout, 408, 429 and the 5xx a busy
 //! server gives) are retried with exponential backoff and full jitter, up to
 //! `--max-attempts` in all and `--max-delay` between two tries. A server's
-//! `Retry-After` wins over the backoff. Other answers are final.
+//! `Retry-After` wins over the backoff when it asks for longer. Other
+//! answers are final.
 
 use std::time::Duration;
 
@@ -38,11 +39,15 @@ impl RetryPolicy {
             .build()
     }
 
-    /// The wait before the next attempt: the server's word when it gave one
-    /// (never beyond the maximum delay), otherwise the backoff's.
+    /// The wait before the next attempt: the backoff's, or the server's
+    /// word when it asks for longer (never beyond the maximum delay). A
+    /// `Retry-After: 0`, or a date already past, does not cut the backoff
+    /// short: a busy server would be asked again at once.
     pub fn wait(&self, server_said: Option<Duration>, backoff: Option<Duration>) -> Duration {
         match server_said {
-            Some(wait) => wait.min(self.max_delay),
+            Some(wait) => wait
+                .min(self.max_delay)
+                .max(backoff.unwrap_or(self.first_delay)),
             None => backoff.unwrap_or(self.max_delay),
         }
     }
@@ -81,5 +86,20 @@ mod tests {
             policy.max_delay
         );
         assert_eq!(policy.wait(None, backoff), Duration::from_millis(300));
+    }
+
+    #[test]
+    fn a_server_asking_for_no_wait_still_gets_the_backoff() {
+        let policy = RetryPolicy::default();
+        let backoff = Some(Duration::from_millis(300));
+        assert_eq!(
+            policy.wait(Some(Duration::ZERO), backoff),
+            Duration::from_millis(300)
+        );
+        assert_eq!(policy.wait(Some(Duration::ZERO), None), policy.first_delay);
+        assert_eq!(
+            policy.wait(Some(Duration::from_secs(1)), None),
+            Duration::from_secs(1)
+        );
     }
 }

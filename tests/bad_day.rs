@@ -404,6 +404,71 @@ fn an_export_cut_short_during_the_run_does_not_pass_for_a_complete_run() {
 }
 
 #[test]
+fn a_refused_renewal_is_the_last_login_tried() {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::Arc;
+    let (logins, calls) = (Arc::new(AtomicU32::new(0)), Arc::new(AtomicU32::new(0)));
+    let (seen_logins, seen_calls) = (logins.clone(), calls.clone());
+    let url = mock(move |_, path| {
+        if path.ends_with("/login") {
+            if seen_logins.fetch_add(1, Ordering::SeqCst) == 0 {
+                return login_ok();
+            }
+            let refused =
+                r#"{"messages":[{"code":"incorrect_details","message":"Wrong password"}]}"#;
+            return response("401 Unauthorized", &[], refused);
+        }
+        if seen_calls.fetch_add(1, Ordering::SeqCst) < 20 {
+            response("202 Accepted", &[], r#"{"result":true,"messages":[]}"#)
+        } else {
+            response("401 Unauthorized", &[], r#"{"messages":[]}"#)
+        }
+    });
+    let work = Work::new();
+    work.write("r.csv", export_rows(100));
+
+    let run = work.submit_to("r.csv", &url, &["--concurrency", "8"]);
+
+    assert_eq!(run.code, 3, "{}", run.all());
+    assert_eq!(
+        logins.load(Ordering::SeqCst),
+        2,
+        "one refused password is enough to stop; more risk locking the account"
+    );
+}
+
+#[test]
+fn a_retry_after_of_zero_does_not_cut_the_backoff_short() {
+    let url = mock(|_, path| {
+        if path.ends_with("/login") {
+            return login_ok();
+        }
+        response(
+            "503 Service Unavailable",
+            &["Retry-After: 0"],
+            r#"{"messages":[]}"#,
+        )
+    });
+    let work = Work::new();
+    work.write("r.csv", export_rows(2));
+    let started = Instant::now();
+
+    let run = work.submit_to("r.csv", &url, &["--max-attempts", "3"]);
+
+    // Two waits of at least 250 ms and 500 ms before each row's third try;
+    // without them the run would be over in a few milliseconds.
+    assert_ne!(run.code, 0, "{}", run.all());
+    assert!(
+        started.elapsed() >= Duration::from_millis(700),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(statuses(&work.results("r.results.csv"))
+        .iter()
+        .all(|s| s == "failed"));
+}
+
+#[test]
 fn threads_share_one_login_and_record_each_event_once_in_order() {
     let server = Server::start(SandboxConfig {
         token_ttl: Some(Duration::from_millis(700)),
