@@ -15,6 +15,9 @@ use crate::jlp::{BodyKind, ClientOptions};
 use crate::retry::RetryPolicy;
 use crate::secret::Secret;
 
+/// The slowest `--max-rate`: one call every 1,000 seconds.
+const MIN_RATE: f64 = 0.001;
+
 /// The demo account the in-process simulated JLP accepts.
 pub const SANDBOX_USER: &str = "demo";
 pub const SANDBOX_PASSWORD: &str = "demo";
@@ -122,8 +125,8 @@ pub fn submit(args: &SubmitArgs, file: &FileSettings) -> anyhow::Result<SubmitSe
     let retry = retry_policy(args, file)?;
     let concurrency = concurrency(args.concurrency.clone(), file)?;
     let max_rate = args.max_rate.or(file.max_rate);
-    if max_rate.is_some_and(|r| !(r > 0.0 && r.is_finite())) {
-        bail!("`--max-rate` must be a positive number of calls a second");
+    if max_rate.is_some_and(|r| !(MIN_RATE..=f64::MAX).contains(&r)) {
+        bail!("`--max-rate` must be a number of calls a second from {MIN_RATE} (one call every 1,000 seconds) up");
     }
     let threads = args.threads.or(file.threads);
     if threads.is_some_and(|n| !(1..=64).contains(&n)) {

@@ -430,3 +430,20 @@ fn every_request_carries_a_stable_idempotency_key() {
     assert!(keys.values().all(|n| *n == 2));
     assert!(keys.keys().all(|k| k.len() == 32));
 }
+
+#[test]
+fn a_max_rate_too_small_to_mean_anything_is_a_usage_error() {
+    let server = Server::default();
+    let work = Work::new();
+    work.write("r.csv", export(&["AB12-CD34-EF56-GH78,Jane,Moved away"]));
+
+    for rate in ["1e-30", "0", "-5", "NaN", "inf"] {
+        let flag = format!("--max-rate={rate}");
+        let run = work.submit("r.csv", &server, &[flag.as_str()]);
+
+        assert_eq!(run.code, 2, "{rate}: {}", run.all());
+        assert!(run.stderr.contains("--max-rate"), "{}", run.stderr);
+    }
+    assert!(server.stats().paths.is_empty());
+    assert!(!work.path("r.results.csv").exists());
+}

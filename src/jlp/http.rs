@@ -204,7 +204,7 @@ impl Http {
             Ok(response) => response,
             Err(mut refused) => {
                 let unsent = refused.take_message();
-                let closed = refused.error().is_incomplete_message();
+                let closed = closed_under_us(refused.error());
                 match unsent.or(spare.filter(|_| closed)) {
                     Some(request) if reused => {
                         debug!("a kept-alive connection had closed; sending on another");
@@ -382,6 +382,27 @@ async fn read_capped(mut body: Incoming) -> Result<(Vec<u8>, bool), HttpError> {
         read.extend_from_slice(&data);
     }
     Ok((read, true))
+}
+
+/// The connection went away before any answer came: closed, reset or
+/// broken under the request, as a server closing an idle connection does.
+fn closed_under_us(error: &hyper::Error) -> bool {
+    use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset, UnexpectedEof};
+
+    if error.is_incomplete_message() || error.is_canceled() {
+        return true;
+    }
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(inner) = cause {
+        if let Some(io) = inner.downcast_ref::<std::io::Error>() {
+            return matches!(
+                io.kind(),
+                ConnectionReset | BrokenPipe | ConnectionAborted | UnexpectedEof
+            );
+        }
+        cause = inner.source();
+    }
+    false
 }
 
 fn copy(request: &Request<Full<Bytes>>) -> Request<Full<Bytes>> {
