@@ -3,14 +3,14 @@
 #
 # Serves the two endpoints jlp-rts uses from a throwaway nginx on
 # 127.0.0.1, measures what a plain load generator (wrk) gets out of that
-# server, then times `jlp-rts submit` over a generated CSV against the same
-# server and prints both side by side. See bench/README.md.
+# server, times `jlp-rts submit` over a generated CSV against the same
+# server, measures wrk once more, and prints them side by side. See bench/README.md.
 #
 # Knobs (environment):
 #   ROWS=200000            rows in the generated CSV
 #   BIN=target/release/jlp-rts   binary to time (default built if missing)
 #   JLP_ARGS=""            extra arguments for `jlp-rts submit` (split on spaces)
-#   DURATION=10s           wrk run length
+#   DURATION=10s           length of each wrk run
 #   CONCURRENCY=64         wrk connections and jlp-rts --concurrency
 #   WRK_THREADS=2          wrk threads
 #   NGINX_WORKERS=1        nginx worker processes
@@ -220,16 +220,23 @@ wrk.body = "--" .. boundary .. "\r\n"
     .. "Addressee unknown\r\n"
     .. "--" .. boundary .. "--\r\n"
 EOF
-say "wrk -t$WRK_THREADS -c$CONCURRENCY -d$DURATION"
-wrk -t"$WRK_THREADS" -c"$CONCURRENCY" -d"$DURATION" -s "$TMP/post.lua" \
-    "$BASE/api-admin/customer/AB12-CD34-EF56-GH78/communication/rts" >"$TMP/wrk.txt" 2>&1 \
-    || { cat "$TMP/wrk.txt" >&2; die "wrk failed"; }
-WRK_RPS=$(awk '/^Requests\/sec:/ {print $2}' "$TMP/wrk.txt")
-[[ -n "$WRK_RPS" ]] || { cat "$TMP/wrk.txt" >&2; die "could not read Requests/sec from wrk"; }
-WRK_BAD=$(awk '/Non-2xx or 3xx responses:/ {print $NF}' "$TMP/wrk.txt")
-WRK_SOCKERR=$(grep -o 'Socket errors:.*' "$TMP/wrk.txt" || true)
-[[ -z "$WRK_BAD" ]] || say "wrk saw $WRK_BAD non-2xx responses"
-[[ -z "$WRK_SOCKERR" ]] || say "wrk: $WRK_SOCKERR"
+# Measured before and after jlp-rts: on a shared machine the server's pace
+# drifts, and the mean of the two brackets the run being compared.
+run_wrk() { # label -> prints requests a second
+    say "wrk -t$WRK_THREADS -c$CONCURRENCY -d$DURATION ($1)"
+    wrk -t"$WRK_THREADS" -c"$CONCURRENCY" -d"$DURATION" -s "$TMP/post.lua" \
+        "$BASE/api-admin/customer/AB12-CD34-EF56-GH78/communication/rts" >"$TMP/wrk.txt" 2>&1 \
+        || { cat "$TMP/wrk.txt" >&2; die "wrk failed"; }
+    local rps bad sockerr
+    rps=$(awk '/^Requests\/sec:/ {print $2}' "$TMP/wrk.txt")
+    [[ -n "$rps" ]] || { cat "$TMP/wrk.txt" >&2; die "could not read Requests/sec from wrk"; }
+    bad=$(awk '/Non-2xx or 3xx responses:/ {print $NF}' "$TMP/wrk.txt")
+    sockerr=$(grep -o 'Socket errors:.*' "$TMP/wrk.txt" || true)
+    [[ -z "$bad" ]] || say "wrk saw $bad non-2xx responses"
+    [[ -z "$sockerr" ]] || say "wrk: $sockerr"
+    echo "$rps"
+}
+WRK_BEFORE=$(run_wrk before)
 
 # --- 4. input CSV -----------------------------------------------------------
 CSV="$TMP/bench-$ROWS.csv"
@@ -275,6 +282,7 @@ JLP_RC=$?
 T1=$(date +%s%N)
 set -e
 REQ_AFTER=$(nginx_requests)
+WRK_AFTER=$(run_wrk after)
 
 tv() { # value after the last ': ' on the time -v line starting with $1
     awk -v k="$1" 'index($0, k) { sub(/.*: /, ""); print; exit }' "$TMP/time.txt"
@@ -318,10 +326,10 @@ if [[ "$JLP_RC" != 0 ]]; then
 fi
 
 # --- 6. report --------------------------------------------------------------
-python3 - "$WALL_RAW" "$((T1 - T0))" "$USER_S" "$SYS_S" "$RSS_KB" "$ROWS" "$WRK_RPS" \
+python3 - "$WALL_RAW" "$((T1 - T0))" "$USER_S" "$SYS_S" "$RSS_KB" "$ROWS" "$WRK_BEFORE" "$WRK_AFTER" \
     "$JLP_RC" "$RESULT_ROWS" "$RESULT_ACCEPTED" "$SERVED" "$CONCURRENCY" "$DURATION" <<'EOF'
 import sys
-(wall_raw, wall_ns, user, sys_, rss_kb, rows, wrk_rps, rc, result_rows, accepted,
+(wall_raw, wall_ns, user, sys_, rss_kb, rows, wrk_before, wrk_after, rc, result_rows, accepted,
  served, conc, dur) = sys.argv[1:]
 # Own nanosecond clock around the run; time -v's figure (0.01 s steps) as fallback.
 secs = int(wall_ns) / 1e9
@@ -331,14 +339,17 @@ if secs <= 0:
         secs = secs * 60 + float(part)
 rows = int(rows)
 rps = rows / secs if secs > 0 else float("inf")
-wrk = float(wrk_rps)
+wrk_before, wrk_after = float(wrk_before), float(wrk_after)
+wrk = (wrk_before + wrk_after) / 2
 cpu = float(user) + float(sys_)
 lines = [
-    ("load generator (wrk, c=%s, %s)" % (conc, dur), "%.0f req/s" % wrk),
+    ("load generator (wrk, c=%s, %s) before" % (conc, dur), "%.0f req/s" % wrk_before),
+    ("load generator after", "%.0f req/s" % wrk_after),
+    ("load generator mean", "%.0f req/s" % wrk),
     ("jlp-rts rows", "%d" % rows),
     ("jlp-rts wall time", "%.3f s" % secs),
     ("jlp-rts throughput", "%.0f rows/s" % rps),
-    ("ratio jlp-rts / wrk", "%.1f %%" % (100.0 * rps / wrk if wrk else 0.0)),
+    ("ratio jlp-rts / wrk mean", "%.1f %%" % (100.0 * rps / wrk if wrk else 0.0)),
     ("peak RSS", "%.1f MiB" % (int(rss_kb) / 1024.0)),
     ("CPU (user+sys)", "%.2f s" % cpu),
     ("CPU per 1,000 rows", "%.4f s" % (cpu / rows * 1000.0)),
