@@ -12,6 +12,7 @@
 #   JLP_ARGS=""            extra arguments for `jlp-rts submit` (split on spaces)
 #   DURATION=10s           length of each wrk run
 #   CONCURRENCY=64         wrk connections and jlp-rts --concurrency
+#   RUNS=3                 timed jlp-rts runs, each followed by a wrk run
 #   WRK_THREADS=2          wrk threads
 #   NGINX_WORKERS=1        nginx worker processes
 #   KEEP_TMP=1             keep the temporary directory (path is printed)
@@ -21,6 +22,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 ROWS=${ROWS:-200000}
 DURATION=${DURATION:-10s}
 CONCURRENCY=${CONCURRENCY:-64}
+RUNS=${RUNS:-3}
 WRK_THREADS=${WRK_THREADS:-2}
 NGINX_WORKERS=${NGINX_WORKERS:-1}
 JLP_ARGS=${JLP_ARGS:-}
@@ -35,6 +37,7 @@ die() { printf 'bench: %s\n' "$*" >&2; exit 1; }
 
 [[ "$ROWS" =~ ^[1-9][0-9]*$ ]] || die "ROWS must be a positive integer (got '$ROWS')"
 [[ "$CONCURRENCY" =~ ^[1-9][0-9]*$ ]] || die "CONCURRENCY must be a positive integer"
+[[ "$RUNS" =~ ^[1-9][0-9]*$ ]] || die "RUNS must be a positive integer"
 
 # Everything below talks to 127.0.0.1 only; keep any proxy settings in the
 # caller's environment from redirecting curl, wrk or jlp-rts elsewhere.
@@ -236,7 +239,7 @@ run_wrk() { # label -> prints requests a second
     [[ -z "$sockerr" ]] || say "wrk: $sockerr"
     echo "$rps"
 }
-WRK_BEFORE=$(run_wrk before)
+WRK_BEFORE=$(run_wrk "before run 1")
 
 # --- 4. input CSV -----------------------------------------------------------
 CSV="$TMP/bench-$ROWS.csv"
@@ -268,111 +271,105 @@ with open(path, "w", encoding="utf-8", newline="") as fh:
 EOF
 say "generated $ROWS rows ($(du -h "$CSV" | cut -f1))"
 
-# --- 5. time jlp-rts --------------------------------------------------------
+# --- 5. time jlp-rts, RUNS times, each followed by wrk again ---------------
 read -r -a EXTRA <<<"$JLP_ARGS"
-RESULTS="$TMP/out.results.csv"
-REQ_BEFORE=$(nginx_requests)
-say "timing: $BIN submit ... --concurrency $CONCURRENCY ${JLP_ARGS}"
-set +e
-T0=$(date +%s%N)
-JLP_USERNAME=bench JLP_PASSWORD=bench /usr/bin/time -v -o "$TMP/time.txt" \
-    "$BIN" submit "$CSV" --base-url "$BASE" --concurrency "$CONCURRENCY" \
-    --results "$RESULTS" -q "${EXTRA[@]}" >"$TMP/jlp.stdout" 2>"$TMP/jlp.stderr"
-JLP_RC=$?
-T1=$(date +%s%N)
-set -e
-REQ_AFTER=$(nginx_requests)
-WRK_AFTER=$(run_wrk after)
-
-tv() { # value after the last ': ' on the time -v line starting with $1
-    awk -v k="$1" 'index($0, k) { sub(/.*: /, ""); print; exit }' "$TMP/time.txt"
+tv() { # value after the last ': ' on the line of time -v file $1 holding $2
+    awk -v k="$2" 'index($0, k) { sub(/.*: /, ""); print; exit }' "$1"
 }
-WALL_RAW=$(tv 'Elapsed (wall clock) time')
-USER_S=$(tv 'User time (seconds)')
-SYS_S=$(tv 'System time (seconds)')
-RSS_KB=$(tv 'Maximum resident set size (kbytes)')
-TIME_RC=$(tv 'Exit status')
-if [[ -z "$WALL_RAW" || -z "$USER_S" || -z "$RSS_KB" ]]; then
-    cat "$TMP/time.txt" "$TMP/jlp.stderr" >&2 || true
-    die "jlp-rts did not run (no timing output)"
-fi
-[[ -n "$TIME_RC" ]] && JLP_RC=$TIME_RC
 
-if [[ -f "$RESULTS" ]]; then
-    RESULT_ROWS=$(( $(wc -l <"$RESULTS") - 1 ))
-    ((RESULT_ROWS >= 0)) || RESULT_ROWS=0
-    # Rows whose rts_status is "accepted" (the file starts with a UTF-8 BOM).
-    RESULT_ACCEPTED=$(python3 - "$RESULTS" <<'EOF'
+# time_run N: one timed `jlp-rts submit`; appends a line to $TMP/runs.tsv.
+time_run() {
+    local n=$1 results="$TMP/out-$1.results.csv" timing="$TMP/time-$1.txt"
+    local before after t0 t1 rc user sys rss result_rows accepted
+    before=$(nginx_requests)
+    say "timing run $n: $BIN submit ... --concurrency $CONCURRENCY ${JLP_ARGS}"
+    set +e
+    t0=$(date +%s%N)
+    JLP_USERNAME=bench JLP_PASSWORD=bench /usr/bin/time -v -o "$timing" \
+        "$BIN" submit "$CSV" --base-url "$BASE" --concurrency "$CONCURRENCY" \
+        --results "$results" -q "${EXTRA[@]}" >"$TMP/jlp.stdout" 2>"$TMP/jlp.stderr"
+    rc=$?
+    t1=$(date +%s%N)
+    set -e
+    after=$(nginx_requests)
+
+    user=$(tv "$timing" 'User time (seconds)')
+    sys=$(tv "$timing" 'System time (seconds)')
+    rss=$(tv "$timing" 'Maximum resident set size (kbytes)')
+    if [[ -z "$user" || -z "$rss" ]]; then
+        cat "$timing" "$TMP/jlp.stderr" >&2 || true
+        die "jlp-rts did not run (no timing output)"
+    fi
+    [[ -n "$(tv "$timing" 'Exit status')" ]] && rc=$(tv "$timing" 'Exit status')
+    # A run that failed measured nothing worth printing as a rate.
+    if [[ "$rc" != 0 ]]; then
+        say "jlp-rts exited with $rc; last lines of its stderr:"
+        tail -n 20 "$TMP/jlp.stderr" >&2 || true
+        exit 1
+    fi
+
+    result_rows=missing accepted=missing
+    if [[ -f "$results" ]]; then
+        result_rows=$(( $(wc -l <"$results") - 1 ))
+        # Rows whose rts_status is "accepted" (the file starts with a UTF-8 BOM).
+        accepted=$(python3 - "$results" <<'PY'
 import csv, sys
 with open(sys.argv[1], encoding="utf-8-sig", newline="") as fh:
-    r = csv.DictReader(fh)
-    if "rts_status" not in (r.fieldnames or []):
-        print("n/a")
-    else:
-        print(sum(1 for row in r if row["rts_status"] == "accepted"))
-EOF
-) || RESULT_ACCEPTED="n/a"
-else
-    RESULT_ROWS="missing"
-    RESULT_ACCEPTED="missing"
-fi
-SERVED=$(( REQ_AFTER - REQ_BEFORE - 1 ))  # minus the status request itself
+    print(sum(1 for row in csv.DictReader(fh) if row.get("rts_status") == "accepted"))
+PY
+) || accepted="n/a"
+        [[ -n "${KEEP_TMP:-}" ]] || rm -f "$results"
+    fi
+    # The server's count, minus the status request that read it.
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$((t1 - t0))" "$user" "$sys" "$rss" \
+        "$result_rows" "$accepted" "$((after - before - 1))" >>"$TMP/runs.tsv"
+}
 
-# A run that failed measured nothing worth printing as a rate.
-if [[ "$JLP_RC" != 0 ]]; then
-    say "jlp-rts exited with $JLP_RC; last lines of its stderr:"
-    tail -n 20 "$TMP/jlp.stderr" >&2 || true
-    exit 1
-fi
+: >"$TMP/runs.tsv"
+WRK_RUNS=("$WRK_BEFORE")
+for ((n = 1; n <= RUNS; n++)); do
+    time_run "$n"
+    WRK_RUNS+=("$(run_wrk "after run $n")")
+done
 
 # --- 6. report --------------------------------------------------------------
-python3 - "$WALL_RAW" "$((T1 - T0))" "$USER_S" "$SYS_S" "$RSS_KB" "$ROWS" "$WRK_BEFORE" "$WRK_AFTER" \
-    "$JLP_RC" "$RESULT_ROWS" "$RESULT_ACCEPTED" "$SERVED" "$CONCURRENCY" "$DURATION" <<'EOF'
-import sys
-(wall_raw, wall_ns, user, sys_, rss_kb, rows, wrk_before, wrk_after, rc, result_rows, accepted,
- served, conc, dur) = sys.argv[1:]
-# Own nanosecond clock around the run; time -v's figure (0.01 s steps) as fallback.
-secs = int(wall_ns) / 1e9
-if secs <= 0:
-    secs = 0.0
-    for part in wall_raw.split(":"):  # h:mm:ss or m:ss.ss
-        secs = secs * 60 + float(part)
-rows = int(rows)
-rps = rows / secs if secs > 0 else float("inf")
-wrk_before, wrk_after = float(wrk_before), float(wrk_after)
-wrk = (wrk_before + wrk_after) / 2
-cpu = float(user) + float(sys_)
+python3 - "$TMP/runs.tsv" "$ROWS" "$CONCURRENCY" "$DURATION" "${WRK_RUNS[@]}" <<'PY'
+import statistics, sys
+
+path, rows, conc, dur = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+wrk = [float(x) for x in sys.argv[5:]]
+runs = [line.rstrip("\n").split("\t") for line in open(path)]
+
+print()
+print("wrk (c=%s, %s each), before and after each run: %s req/s"
+      % (conc, dur, " / ".join("%.0f" % w for w in wrk)))
+print()
+print("%-4s %10s %10s %7s %10s %12s  %s" % (
+    "run", "rows/s", "wrk mean", "ratio", "peak RSS", "CPU/1k rows",
+    "results rows, accepted, requests seen by server"))
+rates, ratios, rss, cpu = [], [], [], []
+for i, (wall_ns, user, sys_, rss_kb, result_rows, accepted, served) in enumerate(runs):
+    rate = rows / (int(wall_ns) / 1e9)
+    # The wrk runs just before and just after this one bracket it.
+    reference = (wrk[i] + wrk[i + 1]) / 2
+    rates.append(rate)
+    ratios.append(100.0 * rate / reference)
+    rss.append(int(rss_kb) / 1024.0)
+    cpu.append((float(user) + float(sys_)) / rows * 1000.0)
+    print("%-4d %10.0f %10.0f %6.1f%% %6.1f MiB %10.4f s  %s, %s, %s" % (
+        i + 1, rate, reference, ratios[-1], rss[-1], cpu[-1], result_rows, accepted, served))
+    if result_rows != str(rows) or accepted != str(rows) or int(served) < rows:
+        print("     note: not every row was recorded as accepted, so rows/s is not a request rate")
+
 lines = [
-    ("load generator (wrk, c=%s, %s) before" % (conc, dur), "%.0f req/s" % wrk_before),
-    ("load generator after", "%.0f req/s" % wrk_after),
-    ("load generator mean", "%.0f req/s" % wrk),
-    ("jlp-rts rows", "%d" % rows),
-    ("jlp-rts wall time", "%.3f s" % secs),
-    ("jlp-rts throughput", "%.0f rows/s" % rps),
-    ("ratio jlp-rts / wrk mean", "%.1f %%" % (100.0 * rps / wrk if wrk else 0.0)),
-    ("peak RSS", "%.1f MiB" % (int(rss_kb) / 1024.0)),
-    ("CPU (user+sys)", "%.2f s" % cpu),
-    ("CPU per 1,000 rows", "%.4f s" % (cpu / rows * 1000.0)),
-    ("exit code", rc),
-    ("results file rows", result_rows),
-    ("  of which accepted", accepted),
-    ("requests seen by server", served),
+    ("jlp-rts rows a run", "%d" % rows),
+    ("jlp-rts throughput, median", "%.0f rows/s" % statistics.median(rates)),
+    ("ratio jlp-rts / wrk, median", "%.1f %%" % statistics.median(ratios)),
+    ("peak RSS, highest", "%.1f MiB" % max(rss)),
+    ("CPU per 1,000 rows, median", "%.4f s" % statistics.median(cpu)),
 ]
 width = max(len(k) for k, _ in lines)
 print()
 for k, v in lines:
     print(f"{k:<{width}}  {v}")
-EOF
-
-# Not assertions: a hint when the numbers above cannot mean what they say.
-if [[ "$RESULT_ROWS" == missing ]]; then
-    say "note: no results file was written"
-elif [[ "$RESULT_ROWS" != "$ROWS" ]]; then
-    say "note: results file has $RESULT_ROWS rows for $ROWS input rows"
-elif [[ "$RESULT_ACCEPTED" != "$ROWS" ]]; then
-    say "note: $RESULT_ACCEPTED of $ROWS rows were accepted"
-fi
-if ((SERVED < ROWS)); then
-    say "note: the server saw $SERVED requests for $ROWS rows; rows/s is not a request rate"
-fi
-
+PY
