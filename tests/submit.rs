@@ -447,3 +447,27 @@ fn a_max_rate_too_small_to_mean_anything_is_a_usage_error() {
     assert!(server.stats().paths.is_empty());
     assert!(!work.path("r.results.csv").exists());
 }
+
+#[test]
+fn max_rate_spaces_the_calls_whatever_the_concurrency() {
+    // Twenty calls at ten a second are nineteen gaps of 100 ms; on
+    // loopback, unpaced, sixteen workers send them in a few milliseconds.
+    let server = Server::default();
+    let work = Work::new();
+    work.write("r.csv", common::export_rows(20));
+    let started = std::time::Instant::now();
+
+    let run = work.submit(
+        "r.csv",
+        &server,
+        &["--concurrency", "16", "--max-rate", "10"],
+    );
+
+    let seconds = started.elapsed().as_secs_f64();
+    assert_eq!(run.code, 0, "{}", run.all());
+    assert_eq!(rts_paths(&server.stats()).len(), 20);
+    assert!(
+        seconds >= 1.85,
+        "20 calls at 10 a second took {seconds:.2} s"
+    );
+}
