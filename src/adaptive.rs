@@ -3,14 +3,17 @@
 //! Two quantities adapt as answers come back:
 //!
 //! - **The window**, how many requests may be in flight. It starts at 8 and
-//!   doubles every round trip while answers come back as fast as the fastest
-//!   seen (slow start), then grows by about one request per round trip. It
-//!   grows only while at least half of it is in use, so an idle window does
-//!   not swell. When latency (smoothed over about twenty answers) climbs past
-//!   twice the fastest seen, it shrinks by 5%; when the server answers 429,
-//!   503 or 504 or a request times out, it shrinks by a quarter and slow
-//!   start ends. Each cut waits a round trip before the next, so one burst of
-//!   refusals counts once.
+//!   doubles every round trip while answers come back in good time (slow
+//!   start), then grows by about one request per round trip. It grows only
+//!   while at least half of it is in use, so an idle window does not swell.
+//!   When latency (smoothed over about twenty answers) climbs past twice the
+//!   lowest it has been, it shrinks by 5%. The baseline is the smoothed
+//!   latency, not the single fastest answer, so that a few answers far
+//!   quicker than the rest (an unknown id refused at once) do not make every
+//!   ordinary answer look slow; it is taken once twenty answers have been
+//!   smoothed. When the server answers 429, 503 or 504 or a request times
+//!   out, it shrinks by a quarter and slow start ends. Each cut waits a
+//!   round trip before the next, so one burst of refusals counts once.
 //! - **The rate**, calls a second, only once the server has refused us for
 //!   going too fast (429): it is set to 90% of what was accepted over the
 //!   last second, then grows by 5% a second while answers are good. A server
@@ -39,15 +42,21 @@ pub enum Signal {
 
 const FIRST_WINDOW: f64 = 8.0;
 
+/// Answers smoothed before the smoothed latency may serve as a baseline.
+const WARM_UP: u32 = 20;
+
 #[derive(Debug)]
 pub struct Adaptive {
     window: f64,
     max_window: f64,
     slow_start: bool,
-    fastest: Option<Duration>,
     /// Latency smoothed over the last twenty or so answers, so that one
     /// slow answer does not shrink the window.
     smoothed: Option<Duration>,
+    answers: u32,
+    /// The lowest smoothed latency once warmed up: the server's pace with
+    /// no queue of ours in front of it.
+    baseline: Option<Duration>,
     last_cut: Option<Instant>,
     /// Learned calls a second, once a 429 has been seen.
     rate: Option<f64>,
@@ -65,8 +74,9 @@ impl Adaptive {
             window: FIRST_WINDOW.min(max_window as f64),
             max_window: max_window as f64,
             slow_start: true,
-            fastest: None,
             smoothed: None,
+            answers: 0,
+            baseline: None,
             last_cut: None,
             rate: None,
             rate_grown_at: now,
@@ -103,15 +113,7 @@ impl Adaptive {
     }
 
     fn answered(&mut self, now: Instant, latency: Duration, in_flight: usize) {
-        let fastest = *self.fastest.get_or_insert(latency);
-        if latency < fastest {
-            self.fastest = Some(latency);
-        }
-        let smoothed = self
-            .smoothed
-            .map_or(latency, |s| s.mul_f64(0.95) + latency.mul_f64(0.05));
-        self.smoothed = Some(smoothed);
-        if smoothed > fastest * 2 + Duration::from_millis(5) {
+        if self.slowed_down(latency) {
             self.slow_start = false;
             self.cut(now, 0.95);
             return;
@@ -132,10 +134,28 @@ impl Adaptive {
         self.grow_rate(now);
     }
 
+    /// Smooths in one answer's latency; true when the smoothed latency has
+    /// climbed past twice its baseline.
+    fn slowed_down(&mut self, latency: Duration) -> bool {
+        let smoothed = self
+            .smoothed
+            .map_or(latency, |s| s.mul_f64(0.95) + latency.mul_f64(0.05));
+        self.smoothed = Some(smoothed);
+        self.answers = self.answers.saturating_add(1);
+        if self.answers < WARM_UP {
+            return false;
+        }
+
+        let baseline = self.baseline.map_or(smoothed, |b| b.min(smoothed));
+        self.baseline = Some(baseline);
+        smoothed > baseline * 2 + Duration::from_millis(5)
+    }
+
     /// Shrinks the window, once per round trip at most.
     fn cut(&mut self, now: Instant, factor: f64) {
         let round_trip = self
-            .fastest
+            .baseline
+            .or(self.smoothed)
             .unwrap_or(Duration::from_millis(100))
             .max(Duration::from_millis(20));
         if self
@@ -242,12 +262,33 @@ mod tests {
         let mut pace = Adaptive::new(64);
         pace.window = 20.0;
         pace.slow_start = false;
-        pace.observe(Signal::Answered, RTT, 0);
+        for _ in 0..WARM_UP {
+            pace.observe(Signal::Answered, RTT, 0);
+        }
         pace.observe(Signal::Answered, RTT * 4, 0);
         assert_eq!(pace.window(), 20, "one slow answer is not a trend");
         for _ in 0..30 {
             pace.observe(Signal::Answered, RTT * 4, 0);
         }
         assert_eq!(pace.window(), 19);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_few_quick_answers_among_slower_ones_do_not_shrink_the_window() {
+        // One answer in ten comes back at once (an id the server refuses
+        // without work); the rest take the server's usual 20 ms.
+        let mut pace = Adaptive::new(64);
+        pace.window = 20.0;
+        pace.slow_start = false;
+        for i in 0..500 {
+            let latency = if i % 10 == 0 {
+                Duration::from_micros(200)
+            } else {
+                Duration::from_millis(20)
+            };
+            pace.observe(Signal::Answered, latency, 0);
+            tokio::time::advance(Duration::from_millis(2)).await;
+        }
+        assert_eq!(pace.window(), 20);
     }
 }
