@@ -101,7 +101,8 @@ pub fn run(cli: Cli) -> Result<u8, Failure> {
     match cli.command {
         Command::Submit(args) => {
             let settings = settings::submit(&args, &file).map_err(Failure::Usage)?;
-            let summary = runtime.block_on(submit::submit(settings, quiet))?;
+            let mut summary = runtime.block_on(submit::submit(settings, quiet))?;
+            summary.again = Some(summary::resume_command(std::env::args_os().skip(1)));
             if let Some(path) = &args.summary_json {
                 if let Err(error) = summary.write_json(path) {
                     tracing::error!("{error:#}");

@@ -468,6 +468,7 @@ impl Run<'_> {
             },
             logins,
             exit_code,
+            again: None,
         }
     }
 }

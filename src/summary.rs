@@ -40,6 +40,10 @@ pub struct Summary {
     pub rate_per_second: f64,
     pub logins: u64,
     pub exit_code: u8,
+    /// The command that takes the run up again, as [`resume_command`]
+    /// makes it; without one, the plain form for the file.
+    #[serde(skip)]
+    pub again: Option<String>,
 }
 
 impl Summary {
@@ -97,13 +101,16 @@ impl Summary {
     }
 
     fn next_step(&self) -> Option<String> {
-        let again = format!("jlp-rts submit {} --resume", quoted(&self.file));
+        let again = self
+            .again
+            .clone()
+            .unwrap_or_else(|| format!("jlp-rts submit {} --resume", quoted(&self.file)));
         match self.ending {
             Ending::DryRun if self.not_attempted > 0 => Some(format!("send the rows with `{again}`")),
             Ending::Interrupted | Ending::Terminated | Ending::ApiDown if self.not_attempted > 0 || self.this_run.failed > 0 => {
                 Some(format!("run `{again}` to send the rest; nothing accepted is sent twice"))
             }
-            Ending::LoginRefused => Some("check the user name and password, then run again with `--resume`".into()),
+            Ending::LoginRefused => Some(format!("check the user name and password, then run `{again}`")),
             _ if self.this_run.failed > 0 => Some(format!(
                 "see rts_message in the results for why rows failed; `{again}` retries the failed rows"
             )),
@@ -122,11 +129,68 @@ impl Summary {
     }
 }
 
+/// The command a run was started with (after the program's name), made
+/// to resume it: every option that chose the file, the results, the server
+/// or what is sent stays, `--dry-run` goes and `--resume` is added. No
+/// option carries a secret, so all of it can be shown.
+pub fn resume_command(args: impl IntoIterator<Item = std::ffi::OsString>) -> String {
+    let mut command = String::from("jlp-rts");
+    for arg in args {
+        if arg == "--resume" || arg == "--dry-run" {
+            continue;
+        }
+        command.push(' ');
+        command.push_str(&quoted(Path::new(&arg)));
+    }
+    command.push_str(" --resume");
+    command
+}
+
+/// As a POSIX shell reads it back: anything but plain characters goes
+/// between single quotes.
 fn quoted(path: &Path) -> String {
     let text = path.display().to_string();
-    if text.contains(|c: char| c.is_whitespace() || "'\"$&;|".contains(c)) {
-        format!("'{}'", text.replace('\'', "'\\''"))
-    } else {
+    let plain = |c: char| c.is_alphanumeric() || "-_./:=@%+,".contains(c);
+    if !text.is_empty() && text.chars().all(plain) {
         text
+    } else {
+        format!("'{}'", text.replace('\'', "'\\''"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_resume_command_keeps_every_option_but_a_dry_run() {
+        let given = [
+            "submit",
+            "Returns May.csv",
+            "--results",
+            "out/res.csv",
+            "--dry-run",
+            "--sandbox",
+            "--field",
+            "reason=Return Reason",
+            "-q",
+        ];
+
+        let again = resume_command(given.map(std::ffi::OsString::from));
+
+        assert_eq!(
+            again,
+            "jlp-rts submit 'Returns May.csv' --results out/res.csv --sandbox \
+             --field 'reason=Return Reason' -q --resume"
+        );
+    }
+
+    #[test]
+    fn a_resumed_run_is_resumed_once_more_without_repeating_the_flag() {
+        let given = ["submit", "it's.csv", "--resume"].map(std::ffi::OsString::from);
+        assert_eq!(
+            resume_command(given),
+            "jlp-rts submit 'it'\\''s.csv' --resume"
+        );
     }
 }

@@ -771,3 +771,47 @@ fn auto_concurrency_learns_a_rate_limit_and_is_refused_far_less_often() {
         "share of calls refused: auto {auto:.3}, fixed 64 {fixed:.3}"
     );
 }
+
+#[test]
+fn the_next_step_after_an_interruption_is_a_command_that_resumes_as_started() {
+    let server = Server::start(SandboxConfig {
+        latency: Duration::from_millis(20),
+        ..SandboxConfig::default()
+    });
+    let work = Work::new();
+    work.write("r.csv", export_rows(600));
+    let url = server.url();
+
+    let child = spawn(
+        &work,
+        &url,
+        &["--results", "kept.csv", "--concurrency", "4"],
+    );
+    wait_for_events(&server, 40);
+    signal(&child, "INT");
+    let output = child.wait_with_output().unwrap();
+
+    assert_eq!(output.status.code(), Some(130));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let next = stdout
+        .lines()
+        .find_map(|line| line.strip_prefix("Next: run `"))
+        .and_then(|rest| rest.split('`').next())
+        .unwrap_or_else(|| panic!("no command to run next: {stdout}"));
+    let words: Vec<&str> = next.split_whitespace().collect();
+    assert_eq!(words[0], "jlp-rts", "{next}");
+
+    // Run word for word, it must pick up the same results and server.
+    let run = work.run(
+        &words[1..],
+        &[("JLP_USERNAME", "demo"), ("JLP_PASSWORD", "demo")],
+    );
+    assert_eq!(run.code, 0, "{next}\n{}", run.all());
+    let stats = server.stats();
+    assert_eq!(stats.accepted.len(), 600);
+    assert!(
+        stats.accepted.values().all(|n| *n == 1),
+        "the next step sent something twice: {next}"
+    );
+    assert_eq!(count(&work.results("kept.csv"), "accepted"), 600);
+}
