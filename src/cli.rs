@@ -150,16 +150,16 @@ pub struct SubmitArgs {
 
     /// Requests in flight at once: a number, or `auto` to find the pace the
     /// server takes.
-    #[arg(long, value_name = "N|auto")]
+    #[arg(long, value_name = "N|auto", allow_negative_numbers = true)]
     pub concurrency: Option<String>,
 
     /// At most this many calls a second, whatever the concurrency.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
     pub max_rate: Option<f64>,
 
     /// Threads sending requests [default: one per 16 requests in flight,
-    /// at most one per core].
-    #[arg(long, value_name = "N")]
+    /// at most one per core and 4 in all].
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
     pub threads: Option<usize>,
 
     /// Attempts per row, the first included.

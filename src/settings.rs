@@ -125,12 +125,17 @@ pub fn submit(args: &SubmitArgs, file: &FileSettings) -> anyhow::Result<SubmitSe
     let retry = retry_policy(args, file)?;
     let concurrency = concurrency(args.concurrency.clone(), file)?;
     let max_rate = args.max_rate.or(file.max_rate);
-    if max_rate.is_some_and(|r| !(MIN_RATE..=f64::MAX).contains(&r)) {
-        bail!("`--max-rate` must be a number of calls a second from {MIN_RATE} (one call every 1,000 seconds) up");
+    if let Some(rate) = max_rate.filter(|r| !(MIN_RATE..=f64::MAX).contains(r)) {
+        let name = named(args.max_rate.is_some(), "--max-rate", "max_rate");
+        bail!(
+            "{name} is {rate}; it must be a finite number of calls a second, at least \
+             {MIN_RATE} (one call every 1,000 seconds)"
+        );
     }
     let threads = args.threads.or(file.threads);
-    if threads.is_some_and(|n| !(1..=64).contains(&n)) {
-        bail!("`--threads` must be a number from 1 to 64");
+    if let Some(n) = threads.filter(|n| !(1..=64).contains(n)) {
+        let name = named(args.threads.is_some(), "--threads", "threads");
+        bail!("{name} is {n}; it must be a number from 1 to 64");
     }
     let fields = field_mappings(&args.fields, file)?;
     let connection = if args.dry_run {
@@ -239,7 +244,18 @@ fn retry_policy(args: &SubmitArgs, file: &FileSettings) -> anyhow::Result<RetryP
     Ok(policy)
 }
 
+/// A setting as an error names it: the flag when one was given, otherwise
+/// the settings file's key, so that the reader knows which to correct.
+fn named(from_flag: bool, flag: &str, key: &str) -> String {
+    if from_flag {
+        format!("`{flag}`")
+    } else {
+        format!("`{key}` in the settings file")
+    }
+}
+
 fn concurrency(flag: Option<String>, file: &FileSettings) -> anyhow::Result<Concurrency> {
+    let name = named(flag.is_some(), "--concurrency", "concurrency");
     let given = match (flag, &file.concurrency) {
         (Some(flag), _) => flag,
         (None, Some(toml::Value::Integer(n))) => n.to_string(),
@@ -253,7 +269,7 @@ fn concurrency(flag: Option<String>, file: &FileSettings) -> anyhow::Result<Conc
     match given.parse::<usize>() {
         Ok(n) if (1..=MAX_CONCURRENCY).contains(&n) => Ok(Concurrency::Fixed(n)),
         _ => {
-            bail!("`--concurrency {given}` must be `auto` or a number from 1 to {MAX_CONCURRENCY}")
+            bail!("{name} is `{given}`; it must be `auto` or a number from 1 to {MAX_CONCURRENCY}")
         }
     }
 }

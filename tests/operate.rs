@@ -311,6 +311,27 @@ fn a_settings_file_with_an_unknown_key_is_refused() {
 }
 
 #[test]
+fn a_bad_value_in_the_settings_file_is_blamed_on_the_file_not_a_flag() {
+    let work = Work::new();
+    work.write("r.csv", export_rows(1));
+
+    for (line, key) in [
+        ("concurrency = 0", "`concurrency` in the settings file"),
+        ("max_rate = 0.0", "`max_rate` in the settings file"),
+        ("threads = 0", "`threads` in the settings file"),
+    ] {
+        work.write("jlp.toml", format!("{line}\n"));
+        let run = work.run(
+            &["submit", "r.csv", "--config", "jlp.toml", "--dry-run"],
+            &[],
+        );
+
+        assert_eq!(run.code, 2, "{line}: {}", run.all());
+        assert!(run.stderr.contains(key), "{line}: {}", run.stderr);
+    }
+}
+
+#[test]
 fn login_shows_the_account_and_its_channels() {
     let server = Server::default();
     let work = Work::new();

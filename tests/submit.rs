@@ -471,3 +471,23 @@ fn max_rate_spaces_the_calls_whatever_the_concurrency() {
         "20 calls at 10 a second took {seconds:.2} s"
     );
 }
+
+#[test]
+fn a_negative_number_is_refused_as_out_of_range_not_as_an_unknown_option() {
+    let server = Server::default();
+    let work = Work::new();
+    work.write("r.csv", export(&["AB12-CD34-EF56-GH78,Jane,Moved away"]));
+
+    for (flag, value) in [
+        ("--concurrency", "-1"),
+        ("--max-rate", "-5"),
+        ("--threads", "-1"),
+    ] {
+        let run = work.submit("r.csv", &server, &[flag, value]);
+
+        assert_eq!(run.code, 2, "{flag} {value}: {}", run.all());
+        assert!(run.stderr.contains(flag), "{}", run.stderr);
+        assert!(!run.stderr.contains("use '--"), "{}", run.stderr);
+    }
+    assert!(server.stats().paths.is_empty());
+}
