@@ -662,7 +662,14 @@ impl Signals {
                 _ = int.recv() => Ending::Interrupted,
                 _ = term.recv() => Ending::Terminated,
             };
-            warn!("stopping: finishing the rows in flight (press Ctrl-C again to stop at once)");
+            match ending {
+                Ending::Interrupted => warn!(
+                    "stopping: finishing the rows in flight (press Ctrl-C again to stop at once)"
+                ),
+                _ => warn!(
+                    "stopping on SIGTERM: finishing the rows in flight (a second SIGTERM stops at once)"
+                ),
+            }
             *record.lock().expect("signal lock poisoned") = Some(ending);
             stop.cancel();
             tokio::select! {

@@ -278,14 +278,19 @@ fn sigterm_stops_within_seconds_and_resume_sends_nothing_twice() {
     work.write("r.csv", export_rows(1500));
     let url = server.url();
 
-    let mut child = spawn(&work, &url, &["--concurrency", "8"]);
+    let child = spawn(&work, &url, &["--concurrency", "8"]);
     wait_for_events(&server, 200);
     let signalled = Instant::now();
     signal(&child, "TERM");
-    let status = child.wait().unwrap();
+    let output = child.wait_with_output().unwrap();
 
-    assert_eq!(status.code(), Some(143));
+    assert_eq!(output.status.code(), Some(143));
     assert!(signalled.elapsed() < Duration::from_secs(5));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("a second SIGTERM stops at once"),
+        "{stderr}"
+    );
     let accepted_by_server: HashSet<String> = server.stats().accepted.into_keys().collect();
     let results = work.results("r.results.csv");
     let accepted_in_results: HashSet<String> = results
