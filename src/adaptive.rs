@@ -6,14 +6,17 @@
 //!   doubles every round trip while answers come back in good time (slow
 //!   start), then grows by about one request per round trip. It grows only
 //!   while at least half of it is in use, so an idle window does not swell.
-//!   When latency (smoothed over about twenty answers) climbs past twice the
-//!   lowest it has been, it shrinks by 5%. The baseline is the smoothed
-//!   latency, not the single fastest answer, so that a few answers far
-//!   quicker than the rest (an unknown id refused at once) do not make every
-//!   ordinary answer look slow; it is taken once twenty answers have been
-//!   smoothed. When the server answers 429, 503 or 504 or a request times
-//!   out, it shrinks by a quarter and slow start ends. Each cut waits a
-//!   round trip before the next, so one burst of refusals counts once.
+//!   When latency (smoothed over about twenty answers) climbs past twice its
+//!   baseline, it shrinks by 5%, but latency alone never takes it below 8.
+//!   The baseline is the lowest smoothed latency, taken once twenty answers
+//!   have been smoothed, so that a few answers far quicker than the rest (an
+//!   unknown id refused at once) do not make every ordinary answer look
+//!   slow; it drifts up toward a pace that lasts (two thirds of the way in
+//!   ten seconds), so that a server which has become slower for good is
+//!   taken as it now is. When the server answers 429, 503 or 504 or a
+//!   request times out, the window shrinks by a quarter and slow start
+//!   ends. Each cut waits a round trip before the next, so one burst of
+//!   refusals counts once.
 //! - **The rate**, calls a second, only once the server has refused us for
 //!   going too fast (429): it is set to 90% of what was accepted over the
 //!   last second, then grows by 5% a second while answers are good. A server
@@ -45,6 +48,12 @@ const FIRST_WINDOW: f64 = 8.0;
 /// Answers smoothed before the smoothed latency may serve as a baseline.
 const WARM_UP: u32 = 20;
 
+/// How long a lasting change in the server's pace takes to become most of
+/// the new baseline (two thirds of the way): slower than our own queue can
+/// build up, so that queueing still shows, but soon enough that a server
+/// which has simply become slower is taken as it now is.
+const BASELINE_DRIFT: Duration = Duration::from_secs(10);
+
 #[derive(Debug)]
 pub struct Adaptive {
     window: f64,
@@ -54,9 +63,11 @@ pub struct Adaptive {
     /// slow answer does not shrink the window.
     smoothed: Option<Duration>,
     answers: u32,
-    /// The lowest smoothed latency once warmed up: the server's pace with
-    /// no queue of ours in front of it.
+    /// The lowest smoothed latency once warmed up, drifting up toward a
+    /// lasting slower pace: the server's pace with no queue of ours in
+    /// front of it.
     baseline: Option<Duration>,
+    last_answer: Option<Instant>,
     last_cut: Option<Instant>,
     /// Learned calls a second, once a 429 has been seen.
     rate: Option<f64>,
@@ -77,6 +88,7 @@ impl Adaptive {
             smoothed: None,
             answers: 0,
             baseline: None,
+            last_answer: None,
             last_cut: None,
             rate: None,
             rate_grown_at: now,
@@ -113,9 +125,15 @@ impl Adaptive {
     }
 
     fn answered(&mut self, now: Instant, latency: Duration, in_flight: usize) {
-        if self.slowed_down(latency) {
-            self.slow_start = false;
-            self.cut(now, 0.95);
+        if self.slowed_down(now, latency) {
+            // Latency alone is no proof of overload: it never takes the
+            // window below where it started; refusals and timeouts may.
+            let floor = FIRST_WINDOW.min(self.max_window);
+            if self.window > floor {
+                self.slow_start = false;
+                self.cut(now, 0.95);
+                self.window = self.window.max(floor);
+            }
             return;
         }
 
@@ -136,17 +154,24 @@ impl Adaptive {
 
     /// Smooths in one answer's latency; true when the smoothed latency has
     /// climbed past twice its baseline.
-    fn slowed_down(&mut self, latency: Duration) -> bool {
+    fn slowed_down(&mut self, now: Instant, latency: Duration) -> bool {
         let smoothed = self
             .smoothed
             .map_or(latency, |s| s.mul_f64(0.95) + latency.mul_f64(0.05));
         self.smoothed = Some(smoothed);
+        let since_last = now.duration_since(self.last_answer.replace(now).unwrap_or(now));
         self.answers = self.answers.saturating_add(1);
         if self.answers < WARM_UP {
             return false;
         }
 
-        let baseline = self.baseline.map_or(smoothed, |b| b.min(smoothed));
+        let baseline = match self.baseline {
+            Some(baseline) if baseline < smoothed => {
+                let drift = (since_last.as_secs_f64() / BASELINE_DRIFT.as_secs_f64()).min(1.0);
+                baseline + (smoothed - baseline).mul_f64(drift)
+            }
+            _ => smoothed,
+        };
         self.baseline = Some(baseline);
         smoothed > baseline * 2 + Duration::from_millis(5)
     }
@@ -271,6 +296,45 @@ mod tests {
             pace.observe(Signal::Answered, RTT * 4, 0);
         }
         assert_eq!(pace.window(), 19);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn latency_alone_never_takes_the_window_below_where_it_started() {
+        let mut pace = Adaptive::new(64);
+        pace.window = 20.0;
+        pace.slow_start = false;
+        for _ in 0..WARM_UP {
+            pace.observe(Signal::Answered, RTT, 0);
+        }
+        let mut lowest = pace.window();
+        for _ in 0..3000 {
+            pace.observe(Signal::Answered, RTT * 10, 0);
+            lowest = lowest.min(pace.window());
+            tokio::time::advance(Duration::from_millis(1)).await;
+        }
+        assert_eq!(lowest, 8);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_server_that_stays_slower_becomes_the_new_baseline() {
+        // 5 ms answers for a while, then 20 ms for good: the window is cut
+        // while the change is new, then grows again at the new pace.
+        let mut pace = Adaptive::new(64);
+        pace.window = 20.0;
+        pace.slow_start = false;
+        for _ in 0..300 {
+            pace.observe(Signal::Answered, Duration::from_millis(5), 0);
+            tokio::time::advance(Duration::from_millis(1)).await;
+        }
+        let mut lowest = pace.window();
+        for _ in 0..3000 {
+            let window = pace.window();
+            pace.observe(Signal::Answered, Duration::from_millis(20), window);
+            lowest = lowest.min(pace.window());
+            tokio::time::advance(Duration::from_millis(10)).await;
+        }
+        assert!(lowest < 20, "the change was never noticed");
+        assert!(pace.window() > 20, "window {}", pace.window());
     }
 
     #[tokio::test(start_paused = true)]
