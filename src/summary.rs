@@ -1,5 +1,6 @@
 //! The plain account a run gives at the end, for people and for monitoring.
 
+use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
@@ -129,21 +130,71 @@ impl Summary {
     }
 }
 
-/// The command a run was started with (after the program's name), made
-/// to resume it: every option that chose the file, the results, the server
-/// or what is sent stays, `--dry-run` goes and `--resume` is added. No
-/// option carries a secret, so all of it can be shown.
-pub fn resume_command(args: impl IntoIterator<Item = std::ffi::OsString>) -> String {
-    let mut command = String::from("jlp-rts");
-    for arg in args {
-        if arg == "--resume" || arg == "--dry-run" {
-            continue;
+/// The command a run was started with, made to resume it: every option
+/// that chose the file, the results, the server or what is sent stays,
+/// `--dry-run` goes and `--resume` is added before any `--`. A settings
+/// file or base URL that came from the environment is written out as its
+/// flag, so that the command does the same from another shell. No option
+/// carries a secret, so all of it can be shown.
+pub fn resume_command(
+    command: impl IntoIterator<Item = OsString>,
+    env: impl Fn(&str) -> Option<OsString>,
+) -> String {
+    let mut command = command.into_iter();
+    let program = command.next().unwrap_or_else(|| "jlp-rts".into());
+    let mut options: Vec<OsString> = command.collect();
+    let rest = match options.iter().position(|arg| arg == "--") {
+        Some(at) => options.split_off(at),
+        None => Vec::new(),
+    };
+    options.retain(|arg| arg != "--resume" && arg != "--dry-run");
+
+    for (flag, variable) in [
+        ("--config", "JLP_RTS_CONFIG"),
+        ("--base-url", "JLP_BASE_URL"),
+    ] {
+        let chosen =
+            given(&options, flag) || (flag == "--base-url" && given(&options, "--sandbox"));
+        if let Some(value) = env(variable).filter(|v| !chosen && !v.is_empty()) {
+            options.extend([flag.into(), value]);
         }
-        command.push(' ');
-        command.push_str(&quoted(Path::new(&arg)));
     }
-    command.push_str(" --resume");
-    command
+    options.push("--resume".into());
+
+    std::iter::once(program)
+        .chain(options)
+        .chain(rest)
+        .map(|arg| shell_word(&arg))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn given(options: &[OsString], flag: &str) -> bool {
+    options.iter().any(|arg| {
+        arg.to_str()
+            .is_some_and(|a| a == flag || a.strip_prefix(flag).is_some_and(|v| v.starts_with('=')))
+    })
+}
+
+/// One word as a POSIX shell reads it back: plain words as they are, others
+/// between single quotes, and bytes that are not text as `$'\xNN'`.
+fn shell_word(word: &OsStr) -> String {
+    match word.to_str() {
+        Some(text) => quoted(Path::new(text)),
+        None => {
+            let mut escaped = String::from("$'");
+            for byte in word.as_encoded_bytes() {
+                match byte {
+                    b' '..=b'~' if !matches!(byte, b'\'' | b'\\') => {
+                        escaped.push(char::from(*byte))
+                    }
+                    _ => escaped.push_str(&format!("\\x{byte:02x}")),
+                }
+            }
+            escaped.push('\'');
+            escaped
+        }
+    }
 }
 
 /// As a POSIX shell reads it back: anything but plain characters goes
@@ -162,9 +213,18 @@ fn quoted(path: &Path) -> String {
 mod tests {
     use super::*;
 
+    fn words(words: &[&str]) -> Vec<OsString> {
+        words.iter().map(OsString::from).collect()
+    }
+
+    fn no_env(_: &str) -> Option<OsString> {
+        None
+    }
+
     #[test]
     fn the_resume_command_keeps_every_option_but_a_dry_run() {
-        let given = [
+        let given = words(&[
+            "jlp-rts",
             "submit",
             "Returns May.csv",
             "--results",
@@ -174,12 +234,10 @@ mod tests {
             "--field",
             "reason=Return Reason",
             "-q",
-        ];
-
-        let again = resume_command(given.map(std::ffi::OsString::from));
+        ]);
 
         assert_eq!(
-            again,
+            resume_command(given, no_env),
             "jlp-rts submit 'Returns May.csv' --results out/res.csv --sandbox \
              --field 'reason=Return Reason' -q --resume"
         );
@@ -187,10 +245,50 @@ mod tests {
 
     #[test]
     fn a_resumed_run_is_resumed_once_more_without_repeating_the_flag() {
-        let given = ["submit", "it's.csv", "--resume"].map(std::ffi::OsString::from);
+        let given = words(&["/opt/bin/jlp-rts", "submit", "it's.csv", "--resume"]);
         assert_eq!(
-            resume_command(given),
-            "jlp-rts submit 'it'\\''s.csv' --resume"
+            resume_command(given, no_env),
+            "/opt/bin/jlp-rts submit 'it'\\''s.csv' --resume"
+        );
+    }
+
+    #[test]
+    fn resume_goes_before_a_double_dash_and_what_follows_it_stays() {
+        let given = words(&["jlp-rts", "submit", "--", "--dry-run"]);
+        assert_eq!(
+            resume_command(given, no_env),
+            "jlp-rts submit --resume -- --dry-run"
+        );
+    }
+
+    #[test]
+    fn a_config_or_base_url_from_the_environment_is_written_out() {
+        let env = |name: &str| match name {
+            "JLP_RTS_CONFIG" => Some(OsString::from("/etc/jlp-rts/mail room.toml")),
+            "JLP_BASE_URL" => Some(OsString::from("https://jlp.example")),
+            _ => None,
+        };
+
+        assert_eq!(
+            resume_command(words(&["jlp-rts", "submit", "r.csv"]), env),
+            "jlp-rts submit r.csv --config '/etc/jlp-rts/mail room.toml' \
+             --base-url https://jlp.example --resume"
+        );
+        let flags = words(&["jlp-rts", "submit", "r.csv", "--config=a.toml", "--sandbox"]);
+        assert_eq!(
+            resume_command(flags, env),
+            "jlp-rts submit r.csv --config=a.toml --sandbox --resume"
+        );
+    }
+
+    #[test]
+    fn a_name_that_is_not_text_is_written_byte_for_byte() {
+        use std::os::unix::ffi::OsStringExt;
+        let name = OsString::from_vec(b"r\xe9sultats.csv".to_vec());
+        let given = vec!["jlp-rts".into(), "submit".into(), name];
+        assert_eq!(
+            resume_command(given, no_env),
+            "jlp-rts submit $'r\\xe9sultats.csv' --resume"
         );
     }
 }
