@@ -54,6 +54,11 @@ const WARM_UP: u32 = 20;
 /// which has simply become slower is taken as it now is.
 const BASELINE_DRIFT: Duration = Duration::from_secs(10);
 
+// Known limit: the baseline is learned with 8 requests already in flight.
+// A server that queues requests instead of refusing them answers those 8
+// more slowly than it works, so the window can grow to several times what
+// it serves at once: the same throughput, with longer waits at the server.
+// Refusals (503) from a bounded queue still cut the window.
 #[derive(Debug)]
 pub struct Adaptive {
     window: f64,
