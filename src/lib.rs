@@ -101,10 +101,7 @@ pub fn run(cli: Cli) -> Result<u8, Failure> {
     match cli.command {
         Command::Submit(args) => {
             let settings = settings::submit(&args, &file).map_err(Failure::Usage)?;
-            let mut summary = runtime.block_on(submit::submit(settings, quiet))?;
-            summary.again = Some(summary::resume_command(std::env::args_os(), |name| {
-                std::env::var_os(name)
-            }));
+            let summary = runtime.block_on(submit::submit(settings, quiet))?;
             if let Some(path) = &args.summary_json {
                 if let Err(error) = summary.write_json(path) {
                     tracing::error!("{error:#}");

@@ -349,8 +349,7 @@ async fn deliver(pool: &Pool, client: &Client, job: Job) -> Option<Outcome> {
             } => {
                 if *status == Some(429) {
                     let asked = retry_after.unwrap_or(Duration::from_secs(1));
-                    let floor = pool.policy.first_delay;
-                    pool.pace.pause(asked.max(floor).min(pool.policy.max_delay));
+                    pool.pace.pause(pool.policy.wait(Some(asked), None));
                     tries.slow_downs += 1;
                 } else {
                     tries.failures += 1;

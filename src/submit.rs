@@ -468,7 +468,9 @@ impl Run<'_> {
             },
             logins,
             exit_code,
-            again: None,
+            again: crate::summary::resume_command(std::env::args_os(), |name| {
+                std::env::var_os(name)
+            }),
         }
     }
 }

@@ -42,9 +42,9 @@ pub struct Summary {
     pub logins: u64,
     pub exit_code: u8,
     /// The command that takes the run up again, as [`resume_command`]
-    /// makes it; without one, the plain form for the file.
+    /// makes it.
     #[serde(skip)]
-    pub again: Option<String>,
+    pub again: String,
 }
 
 impl Summary {
@@ -102,10 +102,7 @@ impl Summary {
     }
 
     fn next_step(&self) -> Option<String> {
-        let again = self
-            .again
-            .clone()
-            .unwrap_or_else(|| format!("jlp-rts submit {} --resume", quoted(&self.file)));
+        let again = &self.again;
         match self.ending {
             Ending::DryRun if self.not_attempted > 0 => Some(format!("send the rows with `{again}`")),
             Ending::Interrupted | Ending::Terminated | Ending::ApiDown if self.not_attempted > 0 || self.this_run.failed > 0 => {
@@ -179,8 +176,10 @@ fn given(options: &[OsString], flag: &str) -> bool {
 /// One word as a POSIX shell reads it back: plain words as they are, others
 /// between single quotes, and bytes that are not text as `$'\xNN'`.
 fn shell_word(word: &OsStr) -> String {
+    let plain = |c: char| c.is_alphanumeric() || "-_./:=@%+,".contains(c);
     match word.to_str() {
-        Some(text) => quoted(Path::new(text)),
+        Some(text) if !text.is_empty() && text.chars().all(plain) => text.to_string(),
+        Some(text) => format!("'{}'", text.replace('\'', "'\\''")),
         None => {
             let mut escaped = String::from("$'");
             for byte in word.as_encoded_bytes() {
@@ -194,18 +193,6 @@ fn shell_word(word: &OsStr) -> String {
             escaped.push('\'');
             escaped
         }
-    }
-}
-
-/// As a POSIX shell reads it back: anything but plain characters goes
-/// between single quotes.
-fn quoted(path: &Path) -> String {
-    let text = path.display().to_string();
-    let plain = |c: char| c.is_alphanumeric() || "-_./:=@%+,".contains(c);
-    if !text.is_empty() && text.chars().all(plain) {
-        text
-    } else {
-        format!("'{}'", text.replace('\'', "'\\''"))
     }
 }
 
